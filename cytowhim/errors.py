@@ -1,0 +1,26 @@
+"""The project's named errors and warnings.
+
+Every error raised at an edge (a file, a manifest, a strategy) names the input and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class CytowhimError(Exception):
+    """Base class of every error cytowhim raises on purpose."""
+
+
+class FCSError(CytowhimError, ValueError):
+    """An FCS file cannot be read as the standard describes; the message names the file."""
+
+    def __init__(self, path: str | os.PathLike | None, problem: str):
+        self.path = None if path is None else os.fspath(path)
+        self.problem = problem
+        where = self.path if self.path is not None else "<FCS data>"
+        super().__init__(f"{where}: {problem}")
+
+
+class FCSWarning(UserWarning):
+    """An FCS file breaks the standard in a way cytowhim can read around (it says how)."""

@@ -1,0 +1,149 @@
+"""How DATA is laid out, from TEXT keywords: datatype, byte order, bits per parameter, masks."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import FCSError
+
+
+def keyword_int(kw: dict[str, str], key: str, path: str | None, *, default: int | None = None,
+                minimum: int = 0) -> int:
+    """An integer keyword; FCSError naming the keyword when it is missing or not a number."""
+    raw = kw.get(key)
+    if raw is None or raw.strip() == "":
+        if default is not None:
+            return default
+        raise FCSError(path, f"required keyword {key} is missing")
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        try:
+            as_float = float(raw.strip())
+        except ValueError:
+            raise FCSError(path, f"keyword {key}={raw!r} is not a whole number") from None
+        if not as_float.is_integer():
+            raise FCSError(path, f"keyword {key}={raw!r} is not a whole number") from None
+        value = int(as_float)
+    if value < minimum:
+        raise FCSError(path, f"keyword {key}={raw!r} must be at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class DataFormat:
+    """Layout of one event row in DATA."""
+
+    datatype: str  # 'I', 'F', 'D' or 'A'
+    byte_order: tuple[int, ...]  # $BYTEORD as 0-based positions: (0,1,2,3) little-endian
+    widths: tuple[int, ...]  # bits per parameter ($PnB); 0 for free-format ASCII ('*')
+    ranges: tuple[float | None, ...]  # $PnR
+
+    @property
+    def n_parameters(self) -> int:
+        return len(self.widths)
+
+    @property
+    def row_bytes(self) -> int | None:
+        """Bytes per event, or None for delimited ASCII."""
+        if self.datatype == "A":
+            return None if 0 in self.widths else sum(self.widths)
+        return sum(self.widths) // 8
+
+    @property
+    def little_endian(self) -> bool:
+        return self.byte_order == tuple(range(len(self.byte_order)))
+
+    @property
+    def big_endian(self) -> bool:
+        return self.byte_order == tuple(reversed(range(len(self.byte_order))))
+
+    def uniform_dtype(self) -> np.dtype | None:
+        """The numpy dtype if every parameter has one standard width and plain byte order."""
+        if self.datatype == "A" or len(set(self.widths)) != 1:
+            return None
+        width = self.widths[0]
+        kind = {"I": "u", "F": "f", "D": "f"}[self.datatype]
+        if width not in (8, 16, 32, 64) or (kind == "f" and width not in (32, 64)):
+            return None
+        if width == 8:
+            return np.dtype("u1")
+        nbytes = width // 8
+        if len(self.byte_order) == nbytes and self.little_endian:
+            order = "<"
+        elif len(self.byte_order) == nbytes and self.big_endian:
+            order = ">"
+        elif len(self.byte_order) != nbytes and (self.little_endian or self.big_endian):
+            # $BYTEORD written for another width (e.g. '1,2' with 32-bit values): use its direction.
+            order = "<" if self.little_endian else ">"
+        else:
+            return None
+        return np.dtype(f"{order}{kind}{nbytes}")
+
+    def int_masks(self) -> list[int | None]:
+        """Per-parameter bit mask for integer data: ``$PnR`` rounded up to a power of two, minus 1."""
+        masks: list[int | None] = []
+        for width, rng in zip(self.widths, self.ranges):
+            if self.datatype != "I" or rng is None or rng <= 0:
+                masks.append(None)
+                continue
+            bits = max(1, math.ceil(math.log2(rng))) if rng > 1 else 1
+            masks.append((1 << bits) - 1 if bits < width else None)
+        return masks
+
+
+def parse_byteord(raw: str | None, path: str | None) -> tuple[int, ...]:
+    if raw is None:
+        raise FCSError(path, "required keyword $BYTEORD is missing")
+    try:
+        order = tuple(int(p) - 1 for p in raw.replace(" ", "").split(","))
+    except ValueError:
+        raise FCSError(path, f"$BYTEORD={raw!r} is not a list of byte positions like '1,2,3,4'") from None
+    if sorted(order) != list(range(len(order))):
+        raise FCSError(path, f"$BYTEORD={raw!r} is not a permutation of 1..{len(order)}")
+    return order
+
+
+def data_format(kw: dict[str, str], path: str | None) -> DataFormat:
+    """Read $DATATYPE, $BYTEORD, $PAR and $PnB/$PnR into a DataFormat (FCSError when malformed)."""
+    mode = kw.get("$MODE", "L").strip().upper() or "L"
+    if mode != "L":
+        raise FCSError(path, f"$MODE={mode!r}: only list-mode data (L) is supported; histogram "
+                             "modes C and U were removed from the standard in FCS 3.1")
+    datatype = kw.get("$DATATYPE", "").strip().upper()
+    if datatype not in ("I", "F", "D", "A"):
+        raise FCSError(path, f"$DATATYPE={kw.get('$DATATYPE')!r}: expected I, F, D or A")
+    n_par = keyword_int(kw, "$PAR", path, minimum=1)
+    byte_order = parse_byteord(kw.get("$BYTEORD"), path) if datatype != "A" else (0,)
+    widths: list[int] = []
+    ranges: list[float | None] = []
+    for i in range(1, n_par + 1):
+        raw = kw.get(f"$P{i}B")
+        if raw is None:
+            raise FCSError(path, f"$PAR={n_par} but keyword $P{i}B (bits of parameter {i}) is missing")
+        raw = raw.strip()
+        if raw == "*" and datatype == "A":
+            widths.append(0)
+        else:
+            try:
+                width = int(raw)
+            except ValueError:
+                raise FCSError(path, f"$P{i}B={raw!r} is not a number of bits") from None
+            if datatype in "FD":
+                expected = 32 if datatype == "F" else 64
+                if width != expected:
+                    raise FCSError(path, f"$P{i}B={width} but $DATATYPE={datatype} stores {expected}-bit values")
+            elif datatype == "I" and (width <= 0 or width % 8 or width > 64):
+                raise FCSError(path, f"$P{i}B={width}: integer parameters must be 8 to 64 bits in "
+                                     "whole bytes")
+            elif datatype == "A" and width <= 0:
+                raise FCSError(path, f"$P{i}B={width}: ASCII fields need a positive width or '*'")
+            widths.append(width)
+        try:
+            ranges.append(float(kw[f"$P{i}R"].strip()) if f"$P{i}R" in kw else None)
+        except ValueError:
+            ranges.append(None)
+    return DataFormat(datatype, byte_order, tuple(widths), tuple(ranges))
