@@ -42,6 +42,11 @@ def read_header_and_text(f: BinaryIO, path: str | None, file_size: int, offset: 
     """Parse the HEADER and TEXT (with supplemental TEXT) of the data set starting at ``offset``."""
     where = f"data set {index} (at byte {offset})" if index else "HEADER"
     head = _read_at(f, offset, HEADER_BYTES)
+    if not head:
+        raise FCSError(path, f"{where}: file is empty at byte {offset}: not an FCS file")
+    if not head.startswith(b"FCS"[: len(head)]):
+        raise FCSError(path, f"not an FCS file: {where} starts with {head[:10]!r}, expected "
+                             "'FCS2.0', 'FCS3.0', 'FCS3.1' or 'FCS3.2'")
     if len(head) < HEADER_BYTES:
         raise FCSError(path, f"{where}: file ends after {len(head)} bytes, a HEADER needs "
                              f"{HEADER_BYTES}: truncated or not an FCS file")

@@ -1,0 +1,1 @@
+"""gating: the gating engine (strategies, gates, transforms); knows nothing of clinical counts."""

@@ -1,0 +1,28 @@
+"""Shared fixtures. The external corpus (real instrument files, Gating-ML suite, FlowJo workspaces)
+is found through CYTOWHIM_CORPUS, default ../shared/corpus from the repository root; the test run
+stops with an error if it is missing, so CI cannot pass without it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = Path(os.environ.get("CYTOWHIM_CORPUS", REPO.parent / "shared" / "corpus")).resolve()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not (CORPUS / "expected_decode.json").is_file():
+        pytest.exit(
+            f"external test corpus not found at {CORPUS} (no expected_decode.json); set "
+            "CYTOWHIM_CORPUS to the folder holding the shared corpus",
+            returncode=3,
+        )
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """Folder of the external corpus (read-only)."""
+    return CORPUS
