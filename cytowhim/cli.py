@@ -33,24 +33,32 @@ def _format_inspection(info: dict) -> str:
         if ds["date"]:
             lines.append(f"{pad}date        {ds['date']}")
         lines.append(f"{pad}events      {ds['events']:,}")
-        lines.append(f"{pad}data        $DATATYPE {ds['datatype']}, {ds['byte_order']}-endian, "
-                     f"bytes {ds['data_offsets'][0]}-{ds['data_offsets'][1]}")
+        lines.append(
+            f"{pad}data        $DATATYPE {ds['datatype']}, {ds['byte_order']}-endian, "
+            f"bytes {ds['data_offsets'][0]}-{ds['data_offsets'][1]}"
+        )
         spill = ds["spillover"]
         if spill is None:
             lines.append(f"{pad}spillover   none")
         elif "error" in spill:
-            lines.append(f"{pad}spillover   {spill['keyword']} present but unreadable: {spill['error']}")
+            lines.append(
+                f"{pad}spillover   {spill['keyword']} present but unreadable: {spill['error']}"
+            )
         else:
-            lines.append(f"{pad}spillover   {spill['keyword']} ({len(spill['channels'])} channels: "
-                         f"{', '.join(spill['channels'])})")
+            lines.append(
+                f"{pad}spillover   {spill['keyword']} ({len(spill['channels'])} channels: "
+                f"{', '.join(spill['channels'])})"
+            )
         params = ds["parameters"]
         wc = max(len("channel"), *(len(p["channel"]) for p in params))
         wm = max(len("marker"), *(len(p["marker"]) for p in params))
         lines.append(f"{pad}parameters  {len(params)}")
         lines.append(f"{pad}  {'#':>3}  {'channel':<{wc}}  {'marker':<{wm}}  bits  range")
         for p in params:
-            lines.append(f"{pad}  {p['index']:>3}  {p['channel']:<{wc}}  {p['marker']:<{wm}}  "
-                         f"{p['bits']:>4}  {p['range']}")
+            lines.append(
+                f"{pad}  {p['index']:>3}  {p['channel']:<{wc}}  {p['marker']:<{wm}}  "
+                f"{p['bits']:>4}  {p['range']}"
+            )
     for w in info["warnings"]:
         lines.append(f"  warning: {w}")
     return "\n".join(lines)
@@ -92,16 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cytowhim",
         description="Flow cytometry for the clinical immunology lab: FCS files in; gated "
-                    "leukocyte subsets, absolute counts (cells/µL), QC and reference flags out.",
+        "leukocyte subsets, absolute counts (cells/µL), QC and reference flags out.",
         epilog="Exit status: 0 all done, 1 some inputs failed (named on stderr), 2 bad usage.",
     )
     parser.add_argument("--version", action="version", version=f"cytowhim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("inspect", help="header, channels/markers, event count, spillover of FCS files",
-                       description="Show what FCS files hold: version, instrument, events, "
-                                   "parameters with markers, spillover. A broken file is named on "
-                                   "stderr and the others are still inspected (exit status 1).")
+    p = sub.add_parser(
+        "inspect",
+        help="header, channels/markers, event count, spillover of FCS files",
+        description="Show what FCS files hold: version, instrument, events, "
+        "parameters with markers, spillover. A broken file is named on "
+        "stderr and the others are still inspected (exit status 1).",
+    )
     p.add_argument("files", nargs="*", metavar="FILE", help="FCS files")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per file")
     p.add_argument("--example", action="store_true", help="also inspect the bundled example files")

@@ -1,6 +1,7 @@
 """The project's named errors and warnings.
 
-Every error raised at an edge (a file, a manifest, a strategy) names the input and what was expected.
+Every error raised at an edge (a file, a manifest, a strategy) names the input and what was
+expected.
 """
 
 from __future__ import annotations

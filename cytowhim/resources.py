@@ -12,8 +12,10 @@ def data_dir() -> Path:
     for candidate in (_HERE / "data", _HERE.parent / "data"):
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError(f"cytowhim's bundled data folder is missing (looked in {_HERE / 'data'} "
-                            f"and {_HERE.parent / 'data'}); reinstall cytowhim")
+    raise FileNotFoundError(
+        f"cytowhim's bundled data folder is missing (looked in {_HERE / 'data'} "
+        f"and {_HERE.parent / 'data'}); reinstall cytowhim"
+    )
 
 
 def data_path(*parts: str) -> Path:

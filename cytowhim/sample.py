@@ -22,7 +22,8 @@ class Sample:
         the stored one (float32 for ``$DATATYPE F``, float64 for ``D``, unsigned integers for ``I``;
         24-bit and mixed-width integers widen to the next unsigned type, ASCII reads as float64).
     channels : list[str]
-        ``$PnN`` names, made unique (a repeated name gets a ``_2``, ``_3`` ... suffix, with a warning).
+        ``$PnN`` names, made unique (a repeated name gets a ``_2``, ``_3`` ... suffix and a
+        warning).
     markers : list[str]
         ``$PnS`` names, ``''`` where the file has none.
     keywords : dict[str, str]
@@ -81,8 +82,10 @@ class Sample:
             return hits[0]
         where = self.path or "sample"
         if hits:
-            raise KeyError(f"{where}: marker {name!r} labels several channels: "
-                           f"{[self.channels[i] for i in hits]}")
+            raise KeyError(
+                f"{where}: marker {name!r} labels several channels: "
+                f"{[self.channels[i] for i in hits]}"
+            )
         raise KeyError(
             f"{where}: no channel or marker named {name!r}; channels: {self.channels}, "
             f"markers: {[m for m in self.markers if m]}"
@@ -90,7 +93,8 @@ class Sample:
 
     def __repr__(self) -> str:
         src = f" from {self.path!r}" if self.path else ""
+        spill = "yes" if self.spillover is not None else "no"
         return (
             f"<Sample{src}: {self.n_events} events x {self.n_parameters} parameters "
-            f"({self.events.dtype}), {self.version}, spillover={'yes' if self.spillover is not None else 'no'}>"
+            f"({self.events.dtype}), {self.version}, spillover={spill}>"
         )

@@ -70,22 +70,34 @@ def test_usage_errors_exit_2(capsys):
 
 
 def test_python_cli_py_runs_the_same_code():
-    out = subprocess.run([sys.executable, str(REPO / "cli.py"), "inspect", "--json", str(DATA1)],
-                         capture_output=True, text=True, check=True, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), "inspect", "--json", str(DATA1)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
     assert json.loads(out.stdout)[0]["data_sets"][0]["events"] == 13367
 
 
 def test_import_is_light_and_help_is_fast():
-    code = ("import sys, time; t = time.perf_counter(); import cytowhim, cytowhim.cli; "
-            "cytowhim.read_fcs; heavy = [m for m in ('flowkit', 'bokeh', 'matplotlib', 'sklearn', "
-            "'pandas') if m in sys.modules]; print(heavy)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=REPO)
+    code = (
+        "import sys, time; t = time.perf_counter(); import cytowhim, cytowhim.cli; "
+        "cytowhim.read_fcs; heavy = [m for m in ('flowkit', 'bokeh', 'matplotlib', 'sklearn', "
+        "'pandas') if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
     assert out.stdout.strip() == "[]"
     times = []
     for _ in range(3):
         t = time.perf_counter()
-        subprocess.run([sys.executable, str(REPO / "cli.py"), "--help"], check=True,
-                       capture_output=True, cwd=REPO)
+        subprocess.run(
+            [sys.executable, str(REPO / "cli.py"), "--help"],
+            check=True,
+            capture_output=True,
+            cwd=REPO,
+        )
         times.append(time.perf_counter() - t)
     assert min(times) < 0.5, times

@@ -37,23 +37,35 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
                 except ValueError as exc:
                     spill = {"keyword": spill_key, "error": str(exc)}
             n_events = span.n_events
-            described.append({
-                "data_set": ds.index,
-                "version": ds.version,
-                "instrument": kw.get("$CYT", "").strip(),
-                "date": kw.get("$DATE", "").strip(),
-                "events": n_events,
-                "datatype": fmt.datatype,
-                "byte_order": "little" if fmt.little_endian else "big" if fmt.big_endian
-                else ",".join(str(b + 1) for b in fmt.byte_order),
-                "data_offsets": [span.start, span.start + span.nbytes - 1] if span.nbytes else [0, 0],
-                "parameters": [
-                    {"index": i + 1, "channel": c, "marker": m, "bits": fmt.widths[i],
-                     "range": kw.get(f"$P{i + 1}R", "").strip()}
-                    for i, (c, m) in enumerate(zip(channels, markers))
-                ],
-                "spillover": spill,
-            })
+            described.append(
+                {
+                    "data_set": ds.index,
+                    "version": ds.version,
+                    "instrument": kw.get("$CYT", "").strip(),
+                    "date": kw.get("$DATE", "").strip(),
+                    "events": n_events,
+                    "datatype": fmt.datatype,
+                    "byte_order": "little"
+                    if fmt.little_endian
+                    else "big"
+                    if fmt.big_endian
+                    else ",".join(str(b + 1) for b in fmt.byte_order),
+                    "data_offsets": [span.start, span.start + span.nbytes - 1]
+                    if span.nbytes
+                    else [0, 0],
+                    "parameters": [
+                        {
+                            "index": i + 1,
+                            "channel": c,
+                            "marker": m,
+                            "bits": fmt.widths[i],
+                            "range": kw.get(f"$P{i + 1}R", "").strip(),
+                        }
+                        for i, (c, m) in enumerate(zip(channels, markers))
+                    ],
+                    "spillover": spill,
+                }
+            )
     return {
         "file": name,
         "size_bytes": size,
