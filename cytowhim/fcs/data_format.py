@@ -38,6 +38,7 @@ class DataFormat:
     """Layout of one event row in DATA."""
 
     datatype: str  # 'I', 'F', 'D' or 'A'
+    types: tuple[str, ...]  # per parameter: $DATATYPE, or FCS 3.2's $PnDATATYPE where given
     byte_order: tuple[int, ...]  # $BYTEORD as 0-based positions: (0,1,2,3) little-endian
     widths: tuple[int, ...]  # bits per parameter ($PnB); 0 for free-format ASCII ('*')
     ranges: tuple[float | None, ...]  # $PnR
@@ -63,10 +64,10 @@ class DataFormat:
 
     def uniform_dtype(self) -> np.dtype | None:
         """The numpy dtype if every parameter has one standard width and plain byte order."""
-        if self.datatype == "A" or len(set(self.widths)) != 1:
+        if self.datatype == "A" or len(set(self.widths)) != 1 or len(set(self.types)) != 1:
             return None
         width = self.widths[0]
-        kind = {"I": "u", "F": "f", "D": "f"}[self.datatype]
+        kind = {"I": "u", "F": "f", "D": "f"}[self.types[0]]
         if width not in (8, 16, 32, 64) or (kind == "f" and width not in (32, 64)):
             return None
         if width == 8:
@@ -86,8 +87,8 @@ class DataFormat:
     def int_masks(self) -> list[int | None]:
         """Per-parameter bit mask for integer data: ``$PnR`` rounded up to a power of two, minus 1."""
         masks: list[int | None] = []
-        for width, rng in zip(self.widths, self.ranges):
-            if self.datatype != "I" or rng is None or rng <= 0:
+        for ptype, width, rng in zip(self.types, self.widths, self.ranges):
+            if ptype != "I" or rng is None or rng <= 0:
                 masks.append(None)
                 continue
             bits = max(1, math.ceil(math.log2(rng))) if rng > 1 else 1
@@ -120,7 +121,14 @@ def data_format(kw: dict[str, str], path: str | None) -> DataFormat:
     byte_order = parse_byteord(kw.get("$BYTEORD"), path) if datatype != "A" else (0,)
     widths: list[int] = []
     ranges: list[float | None] = []
+    types: list[str] = []
     for i in range(1, n_par + 1):
+        ptype = datatype
+        if datatype != "A" and f"$P{i}DATATYPE" in kw:
+            ptype = kw[f"$P{i}DATATYPE"].strip().upper()
+            if ptype not in ("I", "F", "D"):
+                raise FCSError(path, f"$P{i}DATATYPE={kw[f'$P{i}DATATYPE']!r}: expected I, F or D")
+        types.append(ptype)
         raw = kw.get(f"$P{i}B")
         if raw is None:
             raise FCSError(path, f"$PAR={n_par} but keyword $P{i}B (bits of parameter {i}) is missing")
@@ -132,11 +140,12 @@ def data_format(kw: dict[str, str], path: str | None) -> DataFormat:
                 width = int(raw)
             except ValueError:
                 raise FCSError(path, f"$P{i}B={raw!r} is not a number of bits") from None
-            if datatype in "FD":
-                expected = 32 if datatype == "F" else 64
+            if ptype in "FD":
+                expected = 32 if ptype == "F" else 64
                 if width != expected:
-                    raise FCSError(path, f"$P{i}B={width} but $DATATYPE={datatype} stores {expected}-bit values")
-            elif datatype == "I" and (width <= 0 or width % 8 or width > 64):
+                    raise FCSError(path, f"$P{i}B={width} but parameter {i} is of type {ptype}, "
+                                         f"which stores {expected}-bit values")
+            elif ptype == "I" and (width <= 0 or width % 8 or width > 64):
                 raise FCSError(path, f"$P{i}B={width}: integer parameters must be 8 to 64 bits in "
                                      "whole bytes")
             elif datatype == "A" and width <= 0:
@@ -146,4 +155,4 @@ def data_format(kw: dict[str, str], path: str | None) -> DataFormat:
             ranges.append(float(kw[f"$P{i}R"].strip()) if f"$P{i}R" in kw else None)
         except ValueError:
             ranges.append(None)
-    return DataFormat(datatype, byte_order, tuple(widths), tuple(ranges))
+    return DataFormat(datatype, tuple(types), byte_order, tuple(widths), tuple(ranges))

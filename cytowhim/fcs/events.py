@@ -14,6 +14,8 @@ from .segments import DataSpan
 
 def _readinto(f: BinaryIO, buffer: np.ndarray, span: DataSpan, path: str | None) -> None:
     """Fill ``buffer`` with ``span.nbytes`` bytes from ``span.start`` (no intermediate copy)."""
+    if span.nbytes == 0:
+        return
     view = memoryview(buffer).cast("B")
     f.seek(span.start)
     got = 0
@@ -57,33 +59,49 @@ def read_events(f: BinaryIO, span: DataSpan, fmt: DataFormat, path: str | None) 
 
 
 def _assemble(raw: np.ndarray, fmt: DataFormat) -> np.ndarray:
-    """Columns of non-standard widths or byte orders, built from the bytes of each event row."""
+    """Columns of non-standard widths, byte orders or mixed types, built from each row's bytes.
+
+    The result is unsigned integers when every parameter is an integer, the float type when all
+    are one float type, float64 otherwise (FCS 3.2 $PnDATATYPE mixes).
+    """
     n = raw.shape[0]
-    if fmt.datatype in "FD":
-        width = fmt.widths[0] // 8
-        sig = _significance(fmt, width)
-        order = [sig.index(s) for s in range(width)]  # positions from least to most significant
-        cube = raw.reshape(n, fmt.n_parameters, width)[:, :, order]
-        return np.ascontiguousarray(cube).view(f"<f{width}").reshape(n, fmt.n_parameters)
-    out_type = _uint_for(max(fmt.widths))
+    kinds = set(fmt.types)
+    if kinds == {"I"}:
+        out_type = _uint_for(max(fmt.widths))
+    elif len(kinds) == 1:
+        out_type = np.dtype(f"f{fmt.widths[0] // 8}")
+    else:
+        out_type = np.dtype("f8")
     out = np.empty((n, fmt.n_parameters), dtype=out_type)
     pos = 0
-    for col, bits in enumerate(fmt.widths):
+    for col, (ptype, bits) in enumerate(zip(fmt.types, fmt.widths)):
         width = bits // 8
-        acc = np.zeros(n, dtype=out_type)
-        for j, s in enumerate(_significance(fmt, width)):
-            acc |= raw[:, pos + j].astype(out_type) << out_type.type(8 * s)
-        out[:, col] = acc
+        sig = _significance(fmt, width)
+        if ptype == "I":
+            acc_type = _uint_for(bits)
+            acc = np.zeros(n, dtype=acc_type)
+            for j, s in enumerate(sig):
+                acc |= raw[:, pos + j].astype(acc_type) << acc_type.type(8 * s)
+            out[:, col] = acc
+        else:
+            order = [pos + sig.index(s) for s in range(width)]  # least significant byte first
+            out[:, col] = np.ascontiguousarray(raw[:, order]).view(f"<f{width}")[:, 0]
         pos += width
     return out
 
 
 def _apply_masks(events: np.ndarray, fmt: DataFormat) -> np.ndarray:
-    if fmt.datatype != "I":
+    masks = fmt.int_masks()
+    if not any(m is not None for m in masks):
         return events
-    for col, mask in enumerate(fmt.int_masks()):
-        if mask is not None and mask < np.iinfo(events.dtype).max:
-            np.bitwise_and(events[:, col], events.dtype.type(mask), out=events[:, col])
+    for col, mask in enumerate(masks):
+        if mask is None:
+            continue
+        if events.dtype.kind == "u":
+            if mask < np.iinfo(events.dtype).max:
+                np.bitwise_and(events[:, col], events.dtype.type(mask), out=events[:, col])
+        else:  # integers stored in a float64 matrix (FCS 3.2 mixed types): exact below 2**53
+            events[:, col] = np.bitwise_and(events[:, col].astype(np.uint64), np.uint64(mask))
     return events
 
 

@@ -87,14 +87,23 @@ def parameter_names(kw: dict[str, str], n: int, path: str | None) -> tuple[list[
     markers = [kw.get(f"$P{i}S", "").strip() for i in range(1, n + 1)]
     counts = Counter(channels)
     if len(counts) < n:
-        seen: Counter[str] = Counter()
-        unique = []
+        reserved, first, unique = set(channels), set(), []
         for c in channels:
-            seen[c] += 1
-            unique.append(c if seen[c] == 1 else f"{c}_{seen[c]}")
+            if c not in first:
+                first.add(c)
+                unique.append(c)
+                continue
+            k = 2
+            while f"{c}_{k}" in reserved:
+                k += 1
+            reserved.add(f"{c}_{k}")
+            unique.append(f"{c}_{k}")
         dupes = sorted(c for c, k in counts.items() if k > 1)
-        warnings.warn(f"{path}: $PnN names repeat ({', '.join(dupes)}); later ones get a _2, _3 "
-                      "suffix", FCSWarning, stacklevel=3)
+        warnings.warn(
+            f"{path}: $PnN names repeat ({', '.join(dupes)}); later ones get a _2, _3 suffix",
+            FCSWarning,
+            stacklevel=3,
+        )
         channels = unique
     return channels, markers
 
