@@ -30,8 +30,14 @@ def test_ascii_delimited(tmp_path):
 
 
 def test_spillover_by_parameter_index(tmp_path):
-    kw = {**BASE, "$DATATYPE": "F", "$BYTEORD": "1,2,3,4", "$TOT": "1",
-          **params(["FSC-A", "FL1-A", "FL2-A"], 32), "$SPILLOVER": "2,2,3,1,0.25,0.0625,1"}
+    kw = {
+        **BASE,
+        "$DATATYPE": "F",
+        "$BYTEORD": "1,2,3,4",
+        "$TOT": "1",
+        **params(["FSC-A", "FL1-A", "FL2-A"], 32),
+        "$SPILLOVER": "2,2,3,1,0.25,0.0625,1",
+    }
     s = cw.read_fcs(write(tmp_path / "s.fcs", kw, struct.pack("<3f", 1, 2, 3)))
     assert list(s.spillover.columns) == ["FL1-A", "FL2-A"]
     assert s.spillover.loc["FL1-A", "FL2-A"] == 0.25
@@ -39,16 +45,27 @@ def test_spillover_by_parameter_index(tmp_path):
 
 
 def test_spillover_by_marker_name(tmp_path):
-    kw = {**BASE, "$DATATYPE": "F", "$BYTEORD": "1,2,3,4", "$TOT": "1",
-          **params(["FL1-A", "FL2-A"], 32, S=["CD3", "CD4"]), "SPILL": "2,CD3,CD4,1,0.5,0,1"}
+    kw = {
+        **BASE,
+        "$DATATYPE": "F",
+        "$BYTEORD": "1,2,3,4",
+        "$TOT": "1",
+        **params(["FL1-A", "FL2-A"], 32, S=["CD3", "CD4"]),
+        "SPILL": "2,CD3,CD4,1,0.5,0,1",
+    }
     s = cw.read_fcs(write(tmp_path / "s.fcs", kw, struct.pack("<2f", 1, 2)))
     assert list(s.spillover.index) == ["FL1-A", "FL2-A"]
     assert s.markers == ["CD3", "CD4"]
 
 
 def test_duplicate_channel_names_are_made_unique(tmp_path):
-    kw = {**BASE, "$DATATYPE": "I", "$BYTEORD": "1,2", "$TOT": "1",
-          **params(["FL1", "FL1", "FL1_2", "FL1"], 16)}
+    kw = {
+        **BASE,
+        "$DATATYPE": "I",
+        "$BYTEORD": "1,2",
+        "$TOT": "1",
+        **params(["FL1", "FL1", "FL1_2", "FL1"], 16),
+    }
     with pytest.warns(cw.FCSWarning, match="repeat"):
         s = cw.read_fcs(write(tmp_path / "d.fcs", kw, struct.pack("<4H", 1, 2, 3, 4)))
     assert len(set(s.channels)) == 4
@@ -75,18 +92,29 @@ def test_unusual_byte_order_permutation(tmp_path):
 
 
 def test_utf8_and_latin1_text(tmp_path):
-    kw = {**BASE, "$DATATYPE": "I", "$BYTEORD": "1,2", "$TOT": "1",
-          **params(["FL1"], 16, S=["CD3 – µ"]), "OPERATOR": "Zoë"}
+    kw = {
+        **BASE,
+        "$DATATYPE": "I",
+        "$BYTEORD": "1,2",
+        "$TOT": "1",
+        **params(["FL1"], 16, S=["CD3 – µ"]),
+        "OPERATOR": "Zoë",
+    }
     s = cw.read_fcs(write(tmp_path / "u.fcs", kw, b"\x01\x00"))
     assert s.markers == ["CD3 – µ"] and s.keywords["OPERATOR"] == "Zoë"
-    kw[f"$P1S"] = "CD3 µ"
+    kw["$P1S"] = "CD3 µ"
     s = cw.read_fcs(write(tmp_path / "l.fcs", kw, b"\x01\x00", encoding="latin-1"))
     assert s.markers == ["CD3 µ"] and s.keywords["OPERATOR"] == "Zoë"
 
 
 def test_fcs32_per_parameter_datatype(tmp_path):
-    kw = {**BASE, "$DATATYPE": "F", "$BYTEORD": "1,2,3,4", "$TOT": "2",
-          **params(["Time", "FSC-A", "count"], [32, 32, 16], DATATYPE=["I", "", "I"])}
+    kw = {
+        **BASE,
+        "$DATATYPE": "F",
+        "$BYTEORD": "1,2,3,4",
+        "$TOT": "2",
+        **params(["Time", "FSC-A", "count"], [32, 32, 16], DATATYPE=["I", "", "I"]),
+    }
     data = struct.pack("<IfH", 7, 1.25, 3) + struct.pack("<IfH", 9, -0.5, 65535)
     s = cw.read_fcs(write(tmp_path / "v32.fcs", kw, data, version="FCS3.2"))
     assert s.version == "FCS3.2"
@@ -114,8 +142,14 @@ def test_eight_bit_integers_with_range_mask(tmp_path):
 
 
 def test_histogram_mode_is_refused(tmp_path):
-    kw = {**BASE, "$MODE": "C", "$DATATYPE": "I", "$BYTEORD": "1,2", "$TOT": "1",
-          **params(["a"], 16)}
+    kw = {
+        **BASE,
+        "$MODE": "C",
+        "$DATATYPE": "I",
+        "$BYTEORD": "1,2",
+        "$TOT": "1",
+        **params(["a"], 16),
+    }
     with pytest.raises(cw.FCSError, match=r"\$MODE='C'"):
         cw.read_fcs(write(tmp_path / "c.fcs", kw, b"\x00\x00"))
 

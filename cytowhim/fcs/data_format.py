@@ -10,8 +10,9 @@ import numpy as np
 from ..errors import FCSError
 
 
-def keyword_int(kw: dict[str, str], key: str, path: str | None, *, default: int | None = None,
-                minimum: int = 0) -> int:
+def keyword_int(
+    kw: dict[str, str], key: str, path: str | None, *, default: int | None = None, minimum: int = 0
+) -> int:
     """An integer keyword; FCSError naming the keyword when it is missing or not a number."""
     raw = kw.get(key)
     if raw is None or raw.strip() == "":
@@ -41,7 +42,7 @@ class DataFormat:
     types: tuple[str, ...]  # per parameter: $DATATYPE, or FCS 3.2's $PnDATATYPE where given
     byte_order: tuple[int, ...]  # $BYTEORD as 0-based positions: (0,1,2,3) little-endian
     widths: tuple[int, ...]  # bits per parameter ($PnB); 0 for free-format ASCII ('*')
-    ranges: tuple[float | None, ...]  # $PnR
+    ranges: tuple[float | None, ...]  # $PnR if a positive number (see parse_range)
 
     @property
     def n_parameters(self) -> int:
@@ -85,15 +86,36 @@ class DataFormat:
         return np.dtype(f"{order}{kind}{nbytes}")
 
     def int_masks(self) -> list[int | None]:
-        """Per-parameter bit mask for integer data: ``$PnR`` rounded up to a power of two, minus 1."""
-        masks: list[int | None] = []
-        for ptype, width, rng in zip(self.types, self.widths, self.ranges):
-            if ptype != "I" or rng is None or rng <= 0:
-                masks.append(None)
-                continue
-            bits = max(1, math.ceil(math.log2(rng))) if rng > 1 else 1
-            masks.append((1 << bits) - 1 if bits < width else None)
-        return masks
+        """Per-parameter bit mask of integer data: ``$PnR`` rounded up to a power of 2, minus 1."""
+        return [
+            range_mask(rng, width) if ptype == "I" else None
+            for ptype, width, rng in zip(self.types, self.widths, self.ranges)
+        ]
+
+
+def parse_range(raw: str | None) -> float | None:
+    """``$PnR`` as a number (exact if whole), or None if it is not a positive finite number."""
+    if raw is None:
+        return None
+    try:
+        value: float = int(raw.strip())
+    except ValueError:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            return None
+        if not math.isfinite(value):
+            return None
+    return value if value > 0 else None
+
+
+def range_mask(rng: float | None, width: int) -> int | None:
+    """Bit mask for a ``width``-bit integer parameter with ``$PnR`` = ``rng`` (from parse_range):
+    the range rounded up to a power of two, minus 1; None when it masks nothing."""
+    if rng is None:
+        return None
+    bits = max(1, (math.ceil(rng) - 1).bit_length())  # ceil(log2(rng)), exact for large ranges
+    return (1 << bits) - 1 if bits < width else None
 
 
 def parse_byteord(raw: str | None, path: str | None) -> tuple[int, ...]:
@@ -102,7 +124,9 @@ def parse_byteord(raw: str | None, path: str | None) -> tuple[int, ...]:
     try:
         order = tuple(int(p) - 1 for p in raw.replace(" ", "").split(","))
     except ValueError:
-        raise FCSError(path, f"$BYTEORD={raw!r} is not a list of byte positions like '1,2,3,4'") from None
+        raise FCSError(
+            path, f"$BYTEORD={raw!r} is not a list of byte positions like '1,2,3,4'"
+        ) from None
     if sorted(order) != list(range(len(order))):
         raise FCSError(path, f"$BYTEORD={raw!r} is not a permutation of 1..{len(order)}")
     return order
@@ -112,8 +136,11 @@ def data_format(kw: dict[str, str], path: str | None) -> DataFormat:
     """Read $DATATYPE, $BYTEORD, $PAR and $PnB/$PnR into a DataFormat (FCSError when malformed)."""
     mode = kw.get("$MODE", "L").strip().upper() or "L"
     if mode != "L":
-        raise FCSError(path, f"$MODE={mode!r}: only list-mode data (L) is supported; histogram "
-                             "modes C and U were removed from the standard in FCS 3.1")
+        raise FCSError(
+            path,
+            f"$MODE={mode!r}: only list-mode data (L) is supported; histogram "
+            "modes C and U were removed from the standard in FCS 3.1",
+        )
     datatype = kw.get("$DATATYPE", "").strip().upper()
     if datatype not in ("I", "F", "D", "A"):
         raise FCSError(path, f"$DATATYPE={kw.get('$DATATYPE')!r}: expected I, F, D or A")
@@ -131,7 +158,9 @@ def data_format(kw: dict[str, str], path: str | None) -> DataFormat:
         types.append(ptype)
         raw = kw.get(f"$P{i}B")
         if raw is None:
-            raise FCSError(path, f"$PAR={n_par} but keyword $P{i}B (bits of parameter {i}) is missing")
+            raise FCSError(
+                path, f"$PAR={n_par} but keyword $P{i}B (bits of parameter {i}) is missing"
+            )
         raw = raw.strip()
         if raw == "*" and datatype == "A":
             widths.append(0)
@@ -143,16 +172,17 @@ def data_format(kw: dict[str, str], path: str | None) -> DataFormat:
             if ptype in "FD":
                 expected = 32 if ptype == "F" else 64
                 if width != expected:
-                    raise FCSError(path, f"$P{i}B={width} but parameter {i} is of type {ptype}, "
-                                         f"which stores {expected}-bit values")
+                    raise FCSError(
+                        path,
+                        f"$P{i}B={width} but parameter {i} is of type {ptype}, "
+                        f"which stores {expected}-bit values",
+                    )
             elif ptype == "I" and (width <= 0 or width % 8 or width > 64):
-                raise FCSError(path, f"$P{i}B={width}: integer parameters must be 8 to 64 bits in "
-                                     "whole bytes")
+                raise FCSError(
+                    path, f"$P{i}B={width}: integer parameters must be 8 to 64 bits in whole bytes"
+                )
             elif datatype == "A" and width <= 0:
                 raise FCSError(path, f"$P{i}B={width}: ASCII fields need a positive width or '*'")
             widths.append(width)
-        try:
-            ranges.append(float(kw[f"$P{i}R"].strip()) if f"$P{i}R" in kw else None)
-        except ValueError:
-            ranges.append(None)
+        ranges.append(parse_range(kw.get(f"$P{i}R")))
     return DataFormat(datatype, tuple(types), byte_order, tuple(widths), tuple(ranges))

@@ -22,8 +22,11 @@ def _readinto(f: BinaryIO, buffer: np.ndarray, span: DataSpan, path: str | None)
     while got < span.nbytes:
         n = f.readinto(view[got:])
         if not n:
-            raise FCSError(path, f"DATA should hold {span.nbytes} bytes from byte {span.start} but "
-                                 f"the file ends after {got}: truncated")
+            raise FCSError(
+                path,
+                f"DATA should hold {span.nbytes} bytes from byte {span.start} but "
+                f"the file ends after {got}: truncated",
+            )
         got += n
 
 
@@ -116,8 +119,9 @@ def _read_ascii(f: BinaryIO, span: DataSpan, fmt: DataFormat, path: str | None) 
         if 0 in fmt.widths:  # delimited values
             values = np.array([float(t) for t in _ASCII_SPLIT.split(blob.strip()) if t])
             if values.size % p:
-                raise FCSError(path, f"ASCII DATA holds {values.size} values, not a multiple of "
-                                     f"$PAR={p}")
+                raise FCSError(
+                    path, f"ASCII DATA holds {values.size} values, not a multiple of $PAR={p}"
+                )
             return values.reshape(-1, p)
         row = sum(fmt.widths)
         n = len(blob) // row
@@ -125,7 +129,7 @@ def _read_ascii(f: BinaryIO, span: DataSpan, fmt: DataFormat, path: str | None) 
         out = np.empty((n, p), dtype=np.float64)
         pos = 0
         for col, width in enumerate(fmt.widths):
-            field = rows[:, pos:pos + width].copy().view(f"S{width}").ravel()
+            field = rows[:, pos : pos + width].copy().view(f"S{width}").ravel()
             out[:, col] = [float(v.strip() or 0) for v in field]
             pos += width
         return out

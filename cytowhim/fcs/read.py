@@ -29,8 +29,11 @@ def _check_index(data_set: int) -> None:
 
 def _pick(sets: list[DataSet], data_set: int, name: str) -> DataSet:
     if data_set >= len(sets):
-        raise FCSError(name, f"data_set={data_set} requested but the file holds {len(sets)} "
-                             f"data set{'s' if len(sets) != 1 else ''}")
+        raise FCSError(
+            name,
+            f"data_set={data_set} requested but the file holds {len(sets)} "
+            f"data set{'s' if len(sets) != 1 else ''}",
+        )
     return sets[data_set]
 
 
@@ -59,7 +62,7 @@ def read_fcs(path: str | os.PathLike, data_set: int = 0) -> Sample:
     keywords and spillover.
 
     Raises :class:`cytowhim.FCSError` (a ValueError) naming the file and the problem; warns with
-    :class:`cytowhim.FCSWarning` when it reads around a broken rule (and says which offsets it used).
+    :class:`cytowhim.FCSWarning` when it reads around a broken rule (naming the offsets it used).
     """
     _check_index(data_set)
     name, f, size = _open(path)
@@ -70,8 +73,16 @@ def read_fcs(path: str | os.PathLike, data_set: int = 0) -> Sample:
         events = read_events(f, span, fmt, name)
     channels, markers = parameter_names(ds.keywords, fmt.n_parameters, name)
     spill = spillover_frame(ds.keywords, channels, markers, name)
-    return Sample(events=events, channels=channels, markers=markers, keywords=ds.keywords,
-                  spillover=spill, path=name, data_set=data_set, version=ds.version)
+    return Sample(
+        events=events,
+        channels=channels,
+        markers=markers,
+        keywords=ds.keywords,
+        spillover=spill,
+        path=name,
+        data_set=data_set,
+        version=ds.version,
+    )
 
 
 def parameter_names(kw: dict[str, str], n: int, path: str | None) -> tuple[list[str], list[str]]:
@@ -80,8 +91,11 @@ def parameter_names(kw: dict[str, str], n: int, path: str | None) -> tuple[list[
     for i in range(1, n + 1):
         pnn = kw.get(f"$P{i}N", "").strip()
         if not pnn:
-            warnings.warn(f"{path}: $P{i}N is missing; parameter {i} is named 'P{i}'",
-                          FCSWarning, stacklevel=3)
+            warnings.warn(
+                f"{path}: $P{i}N is missing; parameter {i} is named 'P{i}'",
+                FCSWarning,
+                stacklevel=3,
+            )
             pnn = f"P{i}"
         channels.append(pnn)
     markers = [kw.get(f"$P{i}S", "").strip() for i in range(1, n + 1)]
@@ -106,10 +120,3 @@ def parameter_names(kw: dict[str, str], n: int, path: str | None) -> tuple[list[
         )
         channels = unique
     return channels, markers
-
-
-def count_data_sets(path: str | os.PathLike) -> int:
-    """How many data sets the file chains with $NEXTDATA."""
-    name, f, size = _open(path)
-    with f:
-        return len(walk_data_sets(f, name, size, None))

@@ -37,41 +37,58 @@ def _read_at(f: BinaryIO, start: int, size: int) -> bytes:
     return f.read(size)
 
 
-def read_header_and_text(f: BinaryIO, path: str | None, file_size: int, offset: int,
-                         index: int) -> DataSet:
+def read_header_and_text(
+    f: BinaryIO, path: str | None, file_size: int, offset: int, index: int
+) -> DataSet:
     """Parse the HEADER and TEXT (with supplemental TEXT) of the data set starting at ``offset``."""
     where = f"data set {index} (at byte {offset})" if index else "HEADER"
     head = _read_at(f, offset, HEADER_BYTES)
     if not head:
         raise FCSError(path, f"{where}: file is empty at byte {offset}: not an FCS file")
     if not head.startswith(b"FCS"[: len(head)]):
-        raise FCSError(path, f"not an FCS file: {where} starts with {head[:10]!r}, expected "
-                             "'FCS2.0', 'FCS3.0', 'FCS3.1' or 'FCS3.2'")
+        raise FCSError(
+            path,
+            f"not an FCS file: {where} starts with {head[:10]!r}, expected "
+            "'FCS2.0', 'FCS3.0', 'FCS3.1' or 'FCS3.2'",
+        )
     if len(head) < HEADER_BYTES:
-        raise FCSError(path, f"{where}: file ends after {len(head)} bytes, a HEADER needs "
-                             f"{HEADER_BYTES}: truncated or not an FCS file")
+        raise FCSError(
+            path,
+            f"{where}: file ends after {len(head)} bytes, a HEADER needs "
+            f"{HEADER_BYTES}: truncated or not an FCS file",
+        )
     version = head[:6].decode("latin-1")
     if version not in VERSIONS:
-        raise FCSError(path, f"not an FCS file: {where} starts with {head[:10]!r}, expected "
-                             "'FCS2.0', 'FCS3.0', 'FCS3.1' or 'FCS3.2'")
+        raise FCSError(
+            path,
+            f"not an FCS file: {where} starts with {head[:10]!r}, expected "
+            "'FCS2.0', 'FCS3.0', 'FCS3.1' or 'FCS3.2'",
+        )
     fields = []
-    for k, name in enumerate(("TEXT start", "TEXT end", "DATA start", "DATA end",
-                              "ANALYSIS start", "ANALYSIS end")):
-        raw = head[10 + 8 * k: 18 + 8 * k].decode("latin-1").strip()
-        if raw and not raw.isdigit():
-            raise FCSError(path, f"{where}: {name} offset {raw!r} (bytes {10 + 8 * k}-"
-                                 f"{17 + 8 * k}) is not a number")
+    for k, name in enumerate(
+        ("TEXT start", "TEXT end", "DATA start", "DATA end", "ANALYSIS start", "ANALYSIS end")
+    ):
+        raw = head[10 + 8 * k : 18 + 8 * k].decode("latin-1").strip()
+        if raw and not (raw.isascii() and raw.isdigit()):  # str.isdigit() also takes '²'
+            raise FCSError(
+                path,
+                f"{where}: {name} offset {raw!r} (bytes {10 + 8 * k}-{17 + 8 * k}) is not a number",
+            )
         fields.append(int(raw) if raw else 0)
     t0, t1, d0, d1 = fields[:4]
     if t0 < HEADER_BYTES or t1 <= t0:
         raise FCSError(path, f"{where}: TEXT offsets {t0}-{t1} are not a segment after the HEADER")
     if offset + t1 >= file_size:
-        raise FCSError(path, f"{where}: TEXT ends at byte {offset + t1} but the file has only "
-                             f"{file_size} bytes: truncated")
+        raise FCSError(
+            path,
+            f"{where}: TEXT ends at byte {offset + t1} but the file has only "
+            f"{file_size} bytes: truncated",
+        )
     text = _read_at(f, offset + t0, t1 - t0 + 1)
     kw = parse_text(text, path)
-    ds = DataSet(path, index, offset, version, kw, (offset + t0, offset + t1),
-                 (offset + d0, offset + d1), 0)
+    ds = DataSet(
+        path, index, offset, version, kw, (offset + t0, offset + t1), (offset + d0, offset + d1), 0
+    )
     _merge_supplemental(f, ds, file_size, text[:1])
     nxt = keyword_int(kw, "$NEXTDATA", path, default=0)
     if nxt:
@@ -109,7 +126,7 @@ class DataSpan:
 
 
 def resolve_data(ds: DataSet, fmt: DataFormat, file_size: int) -> DataSpan:
-    """Decide where DATA is from HEADER, $BEGINDATA/$ENDDATA and $TOT, warning about disagreements."""
+    """Where DATA is, from HEADER, $BEGINDATA/$ENDDATA and $TOT; warns when they disagree."""
     path, kw, off = ds.path, ds.keywords, ds.offset
     row = fmt.row_bytes
     tot = keyword_int(kw, "$TOT", path) if kw.get("$TOT", "").strip() else None
@@ -146,9 +163,14 @@ def resolve_data(ds: DataSet, fmt: DataFormat, file_size: int) -> DataSpan:
     distinct = {(s, e) for _, s, e, _ in judged}
     if not usable:
         src, s, e, why = judged[-1]
-        what = f"$TOT={tot} events x {row} bytes = {expected} bytes" if expected is not None else "DATA"
-        raise FCSError(path, f"{what} at {src} offsets {s}-{e} {why}: truncated file or wrong "
-                             "keywords")
+        what = (
+            f"$TOT={tot} events x {row} bytes = {expected} bytes"
+            if expected is not None
+            else "DATA"
+        )
+        raise FCSError(
+            path, f"{what} at {src} offsets {s}-{e} {why}: truncated file or wrong keywords"
+        )
     if expected is not None:
         exact = [c for c in usable if c[2] - c[1] + 1 == expected]
         chosen = exact[-1] if exact else _closest(usable, expected)
@@ -158,24 +180,42 @@ def resolve_data(ds: DataSet, fmt: DataFormat, file_size: int) -> DataSpan:
     length = end - start + 1
 
     if len(distinct) > 1:
-        others = "; ".join(f"{s_}: {a}-{b}" + (f" ({w})" if w else "") for s_, a, b, w in judged
-                           if (s_, a, b) != (src, start, end))
-        _note(ds, f"HEADER and TEXT disagree on where DATA is ({others}); using {src} offsets "
-                  f"{start}-{end}" + (f" ({expected} bytes = $TOT x {row} bytes per event)"
-                                      if expected is not None else ""))
+        others = "; ".join(
+            f"{s_}: {a}-{b}" + (f" ({w})" if w else "")
+            for s_, a, b, w in judged
+            if (s_, a, b) != (src, start, end)
+        )
+        _note(
+            ds,
+            f"HEADER and TEXT disagree on where DATA is ({others}); using {src} offsets "
+            f"{start}-{end}"
+            + (
+                f" ({expected} bytes = $TOT x {row} bytes per event)"
+                if expected is not None
+                else ""
+            ),
+        )
     if expected is None:
         if row is None:
             return DataSpan(start, -1, length)
         if length % row:
-            raise FCSError(path, f"no $TOT, and DATA length {length} is not a multiple of the "
-                                 f"{row}-byte event size")
+            raise FCSError(
+                path,
+                f"no $TOT, and DATA length {length} is not a multiple of the {row}-byte event size",
+            )
         return DataSpan(start, length // row, length)
     if length != expected:
         if length < expected - 1:
-            raise FCSError(path, f"$TOT={tot} events need {expected} bytes but DATA ({src} offsets "
-                                 f"{start}-{end}) holds {length}")
-        _note(ds, f"DATA segment {start}-{end} is {length} bytes, $TOT={tot} x {row} bytes per event "
-                  f"is {expected}; read {expected} bytes from {start}")
+            raise FCSError(
+                path,
+                f"$TOT={tot} events need {expected} bytes but DATA ({src} offsets "
+                f"{start}-{end}) holds {length}",
+            )
+        _note(
+            ds,
+            f"DATA segment {start}-{end} is {length} bytes, $TOT={tot} x {row} bytes per event "
+            f"is {expected}; read {expected} bytes from {start}",
+        )
     return DataSpan(start, tot, expected)
 
 
@@ -183,15 +223,20 @@ def _closest(usable: list, expected: int) -> tuple:
     return min(usable, key=lambda c: (abs((c[2] - c[1] + 1) - expected), c[0] != "TEXT"))
 
 
-def walk_data_sets(f: BinaryIO, path: str | None, file_size: int, upto: int | None) -> list[DataSet]:
+def walk_data_sets(
+    f: BinaryIO, path: str | None, file_size: int, upto: int | None
+) -> list[DataSet]:
     """Data sets from the start of the file along $NEXTDATA, up to index ``upto`` (all if None)."""
     sets = [read_header_and_text(f, path, file_size, 0, 0)]
     seen = {0}
     while sets[-1].next_data and (upto is None or len(sets) <= upto):
         nxt = sets[-1].next_data
         if nxt in seen or nxt >= file_size or nxt < 0:
-            _note(sets[-1], f"$NEXTDATA points to byte {nxt}, which is not a new data set in this "
-                            f"{file_size}-byte file; ignored")
+            _note(
+                sets[-1],
+                f"$NEXTDATA points to byte {nxt}, which is not a new data set in this "
+                f"{file_size}-byte file; ignored",
+            )
             break
         seen.add(nxt)
         sets.append(read_header_and_text(f, path, file_size, nxt, len(sets)))

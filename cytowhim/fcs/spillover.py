@@ -24,7 +24,9 @@ def find_spillover_keyword(keywords: dict[str, str]) -> str | None:
     return None
 
 
-def parse_spillover(text: str, channels: list[str], markers: list[str]) -> tuple[list[str], np.ndarray]:
+def parse_spillover(
+    text: str, channels: list[str], markers: list[str]
+) -> tuple[list[str], np.ndarray]:
     """``n,name1..namen,v11,v12..vnn`` -> (channel names, n x n matrix); ValueError if malformed.
 
     Names may be ``$PnN`` names, ``$PnS`` markers or 1-based parameter indices; all are mapped to
@@ -33,10 +35,11 @@ def parse_spillover(text: str, channels: list[str], markers: list[str]) -> tuple
     parts = [p.strip() for p in text.split(",")]
     n = int(parts[0])
     if n < 1 or len(parts) != 1 + n + n * n:
-        raise ValueError(f"says {n} parameters, so {1 + n + n * n} comma-separated fields, "
-                         f"but has {len(parts)}")
+        raise ValueError(
+            f"says {n} parameters, so {1 + n + n * n} comma-separated fields, but has {len(parts)}"
+        )
     names = []
-    for name in parts[1:1 + n]:
+    for name in parts[1 : 1 + n]:
         if name in channels:
             names.append(name)
         elif name.isdigit() and 1 <= int(name) <= len(channels):
@@ -44,18 +47,21 @@ def parse_spillover(text: str, channels: list[str], markers: list[str]) -> tuple
         elif name and markers.count(name) == 1:
             names.append(channels[markers.index(name)])
         else:
-            raise ValueError(f"names {name!r}, which is neither a channel, a marker nor a parameter "
-                             "number of this file")
+            raise ValueError(
+                f"names {name!r}, which is neither a channel, a marker nor a parameter "
+                "number of this file"
+            )
     if len(set(names)) != n:
         raise ValueError(f"names a channel twice: {names}")
-    matrix = np.array([float(v) for v in parts[1 + n:]], dtype=np.float64).reshape(n, n)
+    matrix = np.array([float(v) for v in parts[1 + n :]], dtype=np.float64).reshape(n, n)
     if not np.all(np.isfinite(matrix)):
         raise ValueError("has values that are not finite numbers")
     return names, matrix
 
 
-def spillover_frame(keywords: dict[str, str], channels: list[str], markers: list[str],
-                    path: str | None) -> pd.DataFrame | None:
+def spillover_frame(
+    keywords: dict[str, str], channels: list[str], markers: list[str], path: str | None
+) -> pd.DataFrame | None:
     """The file's spillover matrix as a DataFrame (channels x channels), or None (with a warning
     if the keyword is there but malformed)."""
     key = find_spillover_keyword(keywords)
@@ -64,16 +70,33 @@ def spillover_frame(keywords: dict[str, str], channels: list[str], markers: list
     try:
         names, matrix = parse_spillover(keywords[key], channels, markers)
     except ValueError as exc:
-        warnings.warn(f"{path}: spillover keyword {key} {exc}; no spillover matrix read",
-                      FCSWarning, stacklevel=3)
+        warnings.warn(
+            f"{path}: spillover keyword {key} {exc}; no spillover matrix read",
+            FCSWarning,
+            stacklevel=3,
+        )
         return None
     import pandas as pd
 
     return pd.DataFrame(matrix, index=pd.Index(names), columns=pd.Index(names))
 
 
-def format_spillover(frame: pd.DataFrame) -> str:
-    """A spillover DataFrame as the FCS 3.1 ``$SPILLOVER`` value (round-trips exactly)."""
-    names = [str(c) for c in frame.columns]
+def format_spillover(frame: pd.DataFrame, channels: list[str] | None = None) -> str:
+    """A spillover DataFrame as the FCS 3.1 ``$SPILLOVER`` value (round-trips exactly).
+
+    A name holding a comma, which would split the value, is written as its 1-based parameter number
+    in ``channels`` (:func:`parse_spillover` maps it back); ValueError if that is not possible.
+    """
+    names = []
+    for name in map(str, frame.columns):
+        if "," in name:
+            number = str(channels.index(name) + 1) if channels and name in channels else None
+            if number is None or number in channels:
+                raise ValueError(
+                    f"spillover channel {name!r} holds a comma and cannot be named in "
+                    "$SPILLOVER (not by parameter number either)"
+                )
+            name = number
+        names.append(name)
     values = np.asarray(frame, dtype=np.float64).ravel()
     return ",".join([str(len(names)), *names, *(repr(float(v)) for v in values)])

@@ -64,8 +64,9 @@ def _pairs(tokens: list[bytes]) -> dict[str, str] | None:
     return out
 
 
-def parse_text(segment: bytes, path: str | None = None, *, delim: bytes | None = None,
-               what: str = "TEXT") -> dict[str, str]:
+def parse_text(
+    segment: bytes, path: str | None = None, *, delim: bytes | None = None, what: str = "TEXT"
+) -> dict[str, str]:
     """Keywords of one TEXT (or supplemental TEXT) segment.
 
     ``segment`` starts with the delimiter unless ``delim`` is given (supplemental TEXT may omit it).
@@ -79,27 +80,38 @@ def parse_text(segment: bytes, path: str | None = None, *, delim: bytes | None =
     else:
         body = segment[1:] if segment[:1] == delim else segment
     if delim in b"0123456789" or delim.isalpha():
-        raise FCSError(path, f"{what} segment starts with {delim!r}, which cannot be a delimiter: "
-                             "the HEADER's TEXT offsets do not point at TEXT")
+        raise FCSError(
+            path,
+            f"{what} segment starts with {delim!r}, which cannot be a delimiter: "
+            "the HEADER's TEXT offsets do not point at TEXT",
+        )
     # Drop padding after the final delimiter (spaces or NULs that some writers count into TEXT).
-    last = body.rfind(delim)
-    if last >= 0 and _TRAILING_PAD.fullmatch(body, last + 1):
-        body = body[:last]
+    last = body.rfind(delim)  # -1: only the leading delimiter, so all of body may be padding
+    if _TRAILING_PAD.fullmatch(body, last + 1):
+        body = body[: max(last, 0)]
     else:
         body = body.rstrip(b"\x00")
     if not body:
         return {}
-    keywords = _pairs(_split_escaped(body, delim))
-    if keywords is not None:
-        return keywords
-    # Doubled delimiters that are really empty values: split on every delimiter.
-    keywords = _pairs(body.split(delim))
-    if keywords is not None:
-        warnings.warn(f"{path}: {what} has empty keyword values (doubled delimiters read as "
-                      "empty values, not escaped delimiters)", FCSWarning, stacklevel=3)
-        return keywords
-    raise FCSError(path, f"{what} segment does not split into keyword/value pairs with "
-                         f"delimiter {delim!r}")
+    # Splitting on every delimiter gives valid pairs only if each doubled delimiter follows a
+    # keyword (an escaped one inside a value leaves an empty keyword): those are empty values.
+    keywords = _pairs(body.split(delim)) if delim * 2 in body else None
+    if keywords is None:
+        keywords = _pairs(_split_escaped(body, delim))
+    if keywords is None:
+        raise FCSError(
+            path, f"{what} segment does not split into keyword/value pairs with delimiter {delim!r}"
+        )
+    empty = [key for key, value in keywords.items() if value == ""]
+    if empty:
+        warnings.warn(
+            f"{path}: {what} has empty values for {', '.join(empty[:5])}"
+            f"{' ...' if len(empty) > 5 else ''} (the standard forbids them; doubled "
+            "delimiters after a keyword are read as empty values)",
+            FCSWarning,
+            stacklevel=3,
+        )
+    return keywords
 
 
 _DELIMITER_CHOICES = (b"/", b"|", b"\\", b"\x0c", b"\x1e", b"\x1f", b"\x1d", b"^", b"~")
@@ -109,7 +121,8 @@ def build_text(keywords: dict[str, str]) -> bytes:
     """Encode keywords as a TEXT segment (UTF-8), starting and ending with the delimiter.
 
     The delimiter is chosen among several so that, when possible, no keyword or value contains it;
-    otherwise delimiters inside are doubled, as the standard says. Empty values are not allowed.
+    otherwise one that no keyword contains and no value starts with, doubled inside values as the
+    standard says (ValueError if there is none). Empty values are not allowed.
     """
     encoded = []
     for key, value in keywords.items():
@@ -121,13 +134,26 @@ def build_text(keywords: dict[str, str]) -> bytes:
             raise ValueError(f"FCS keyword {key!r} has an empty value; the standard forbids it")
         encoded.append((key.encode("utf-8"), value.encode("utf-8")))
     blob = b"".join(k + v for k, v in encoded)
-    delim = next((d for d in _DELIMITER_CHOICES if d not in blob), b"/")
+    keys = b"".join(k for k, _ in encoded)
+    # Else a delimiter that may be doubled inside values: not in any keyword (parse_text would
+    # read a doubled one after a keyword as an empty value) and starting no value (ambiguous).
+    delim = next((d for d in _DELIMITER_CHOICES if d not in blob), None) or next(
+        (
+            d
+            for d in _DELIMITER_CHOICES
+            if d not in keys and not any(v.startswith(d) for _, v in encoded)
+        ),
+        None,
+    )
+    if delim is None:
+        choices = b"".join(_DELIMITER_CHOICES)
+        raise ValueError(
+            f"FCS keywords use every delimiter choice {choices!r} in a keyword or at "
+            "the start of a value"
+        )
     parts = [delim]
     for k, v in encoded:
         for token in (k, v):
-            if token.startswith(delim):
-                raise ValueError(f"keyword text {token!r} starts with the delimiter {delim!r} "
-                                 "and every other delimiter choice is used too")
             parts.append(token.replace(delim, delim * 2))
             parts.append(delim)
     return b"".join(parts)

@@ -9,12 +9,23 @@ from typing import Literal
 import numpy as np
 
 from ..sample import Sample
+from .data_format import parse_range, range_mask
 from .spillover import SPILLOVER_KEYS, format_spillover
 from .text import build_text
 
 _STRUCTURAL = {
-    "$BEGINANALYSIS", "$ENDANALYSIS", "$BEGINDATA", "$ENDDATA", "$BEGINSTEXT", "$ENDSTEXT",
-    "$NEXTDATA", "$TOT", "$PAR", "$DATATYPE", "$BYTEORD", "$MODE",
+    "$BEGINANALYSIS",
+    "$ENDANALYSIS",
+    "$BEGINDATA",
+    "$ENDDATA",
+    "$BEGINSTEXT",
+    "$ENDSTEXT",
+    "$NEXTDATA",
+    "$TOT",
+    "$PAR",
+    "$DATATYPE",
+    "$BYTEORD",
+    "$MODE",
 }
 _PARAM_KEY = re.compile(r"^\$P(\d+)([A-Z]+)$")
 _HEADER_MAX = 99_999_999
@@ -34,8 +45,10 @@ def _data_type(events: np.ndarray) -> tuple[str, np.dtype]:
         if events.size and events.min() < 0:
             raise ValueError("write_fcs: integer events must be >= 0 ($DATATYPE I is unsigned)")
         return "I", np.dtype(f"u{dt.itemsize}")
-    raise ValueError(f"write_fcs: events of dtype {dt} cannot be stored; use float32, float64 "
-                     "or unsigned integers")
+    raise ValueError(
+        f"write_fcs: events of dtype {dt} cannot be stored; use float32, float64 "
+        "or unsigned integers"
+    )
 
 
 def fcs_keywords(sample: Sample, datatype: str, dtype: np.dtype, byteorder: str) -> dict[str, str]:
@@ -55,11 +68,18 @@ def fcs_keywords(sample: Sample, datatype: str, dtype: np.dtype, byteorder: str)
             continue
         own[key] = value
     kw = {
-        "$BEGINANALYSIS": "0", "$ENDANALYSIS": "0", "$BEGINSTEXT": "0", "$ENDSTEXT": "0",
-        "$BEGINDATA": "0", "$ENDDATA": "0",
+        "$BEGINANALYSIS": "0",
+        "$ENDANALYSIS": "0",
+        "$BEGINSTEXT": "0",
+        "$ENDSTEXT": "0",
+        "$BEGINDATA": "0",
+        "$ENDDATA": "0",
         "$BYTEORD": "1,2,3,4" if byteorder == "little" else "4,3,2,1",
-        "$DATATYPE": datatype, "$MODE": "L", "$NEXTDATA": "0",
-        "$PAR": str(n_par), "$TOT": str(n_events),
+        "$DATATYPE": datatype,
+        "$MODE": "L",
+        "$NEXTDATA": "0",
+        "$PAR": str(n_par),
+        "$TOT": str(n_events),
     }
     col_max = events.max(axis=0) if n_events else np.zeros(n_par)
     for i in range(n_par):
@@ -73,31 +93,30 @@ def fcs_keywords(sample: Sample, datatype: str, dtype: np.dtype, byteorder: str)
         if datatype == "I":
             # read_fcs masks integers by $PnR: make sure no stored value is cut.
             limit = int(col_max[i]) if n_events else 0
-            if rng is None or not _range_holds(rng, limit):
+            if rng is None or not _range_holds(rng, limit, bits):
                 rng = str(1 << bits) if bits < 64 else str((1 << 64) - 1)
         elif rng is None:
             finite = float(col_max[i]) if n_events and np.isfinite(col_max[i]) else 0.0
             rng = str(max(1, int(np.ceil(finite))))
         kw[f"$P{p}R"] = rng
     if sample.spillover is not None:
-        kw["$SPILLOVER"] = format_spillover(sample.spillover)
+        kw["$SPILLOVER"] = format_spillover(sample.spillover, sample.channels)
     kw.update(own)
     return kw
 
 
-def _range_holds(rng: str, limit: int) -> bool:
-    try:
-        value = float(rng)
-    except ValueError:
+def _range_holds(rng: str, limit: int, bits: int) -> bool:
+    """Whether this $PnR is a range and read_fcs, masking by it, keeps values up to ``limit``."""
+    value = parse_range(rng)
+    if value is None:  # not a positive number: the writer puts its own
         return False
-    if value <= 1:
-        return limit <= 1
-    bits = int(np.ceil(np.log2(value)))
-    return limit < (1 << bits)
+    mask = range_mask(value, bits)
+    return mask is None or limit <= mask
 
 
-def write_fcs(path: str | os.PathLike, sample: Sample, *,
-              byteorder: Literal["little", "big"] = "little") -> None:
+def write_fcs(
+    path: str | os.PathLike, sample: Sample, *, byteorder: Literal["little", "big"] = "little"
+) -> None:
     """Write ``sample`` as FCS 3.1 (atomically: a partial file never has the final name).
 
     float32 events are stored as ``$DATATYPE F``, float64 as ``D``, unsigned (or non-negative
@@ -106,10 +125,13 @@ def write_fcs(path: str | os.PathLike, sample: Sample, *,
     """
     if byteorder not in ("little", "big"):
         raise ValueError(f"byteorder must be 'little' or 'big', got {byteorder!r}")
+    if sample.events.shape[1] == 0:
+        raise ValueError("write_fcs: the sample has no parameters; an FCS file needs $PAR >= 1")
     datatype, dtype = _data_type(sample.events)
     kw = fcs_keywords(sample, datatype, dtype, byteorder)
-    data = np.ascontiguousarray(sample.events, dtype=dtype.newbyteorder(
-        "<" if byteorder == "little" else ">"))
+    data = np.ascontiguousarray(
+        sample.events, dtype=dtype.newbyteorder("<" if byteorder == "little" else ">")
+    )
     nbytes = data.nbytes
     text_start = 58
     begin = end = 0
@@ -123,12 +145,19 @@ def write_fcs(path: str | os.PathLike, sample: Sample, *,
             break
         begin, end = new_begin, new_end
     hdr_begin, hdr_end = (begin, end) if end <= _HEADER_MAX else (0, 0)
-    header = b"FCS3.1    " + b"".join(f"{v:>8d}".encode() for v in (
-        text_start, text_end, hdr_begin, hdr_end, 0, 0))
+    header = b"FCS3.1    " + b"".join(
+        f"{v:>8d}".encode() for v in (text_start, text_end, hdr_begin, hdr_end, 0, 0)
+    )
     target = os.fspath(path)
     tmp = f"{target}.part"
-    with open(tmp, "wb") as f:
-        f.write(header)
-        f.write(text)
-        f.write(memoryview(data).cast("B"))
-    os.replace(tmp, target)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(header)
+            f.write(text)
+            if nbytes:  # memoryview cannot cast an array with a 0-length axis
+                f.write(memoryview(data).cast("B"))
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
