@@ -1,1 +1,44 @@
-"""gating: the gating engine (strategies, gates, transforms); knows nothing of clinical counts."""
+"""gating: the gating engine.
+
+It takes events (a matrix with channel and marker names, and a spillover matrix) and a strategy
+(a tree of gates) and returns which events fall in which population. It knows nothing of WHIM,
+CBCs or reference ranges.
+"""
+
+from .compensation import Compensation
+from .errors import GatingError, MissingDimensionError, StrategyError
+from .gates import (
+    BooleanGate,
+    Dimension,
+    EllipsoidGate,
+    Gate,
+    PolygonGate,
+    RectangleGate,
+    register_gate,
+)
+from .result import GatingResult
+from .strategy import Population, Strategy
+from .transforms import Asinh, Hyperlog, Linear, Log, Logicle, Ratio
+
+__all__ = [
+    "Asinh",
+    "BooleanGate",
+    "Compensation",
+    "Dimension",
+    "EllipsoidGate",
+    "Gate",
+    "GatingError",
+    "GatingResult",
+    "Hyperlog",
+    "Linear",
+    "Log",
+    "Logicle",
+    "MissingDimensionError",
+    "PolygonGate",
+    "Population",
+    "Ratio",
+    "RectangleGate",
+    "Strategy",
+    "StrategyError",
+    "register_gate",
+]

@@ -1,0 +1,316 @@
+"""Gates: geometric regions over one or more dimensions, and boolean combinations of gates.
+
+A gate sees only values (events x dimensions, on the gate's scale) and answers which events are
+inside: ``gate.contains(values) -> bool array``. Which events it is given (its parent's), which
+columns, compensation and transforms, is the engine's job (:mod:`gating.engine`).
+
+Data-driven gates place themselves per sample: ``gate.resolve(values)`` returns a concrete gate
+(geometry) from the parent's events; plain geometric gates resolve to themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .compensation import UNCOMPENSATED
+from .errors import GatingError
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One axis of a gate.
+
+    name: a channel ($PnN) or marker ($PnS) name, resolved per sample; for a ratio dimension the
+    id of the :class:`~gating.transforms.Ratio` in the strategy.
+    compensation: ``'uncompensated'``, ``'FCS'`` (the sample's own spillover) or a compensation id.
+    transform: id of a transform in the strategy (None: the compensated raw values).
+    """
+
+    name: str
+    compensation: str = UNCOMPENSATED
+    transform: str | None = None
+    ratio: bool = False
+
+    def label(self) -> str:
+        return self.name
+
+
+class Gate:
+    """Base class of every gate. Subclass it (and :func:`register_gate` it) for a custom gate."""
+
+    kind: ClassVar[str] = "gate"
+    dimensions: tuple[Dimension, ...]  # each subclass declares it (a dataclass field)
+
+    def contains(self, values: np.ndarray) -> np.ndarray:
+        """Bool array (events,) for ``values`` (events x dimensions, on the gate's scale)."""
+        raise NotImplementedError
+
+    def resolve(self, values: np.ndarray) -> Gate:
+        """The concrete gate for this sample (data-driven gates compute their geometry here)."""
+        return self
+
+    def geometry(self) -> dict[str, Any]:
+        """Plain-data description of the region (for results, reports and audit)."""
+        return {}
+
+    def references(self) -> tuple[str, ...]:
+        """Populations this gate's membership depends on besides its parent (boolean gates)."""
+        return ()
+
+
+def _bound(v: float | None) -> float | None:
+    return None if v is None else float(v)
+
+
+@dataclass(frozen=True)
+class RectangleGate(Gate):
+    """min <= x < max on every dimension (Gating-ML); a None bound is open. One dimension: a range."""
+
+    kind: ClassVar[str] = "rectangle"
+    dimensions: tuple[Dimension, ...]
+    mins: tuple[float | None, ...]
+    maxs: tuple[float | None, ...]
+
+    def __post_init__(self) -> None:
+        n = len(self.dimensions)
+        if n == 0 or len(self.mins) != n or len(self.maxs) != n:
+            raise GatingError(
+                f"rectangle gate needs one (min, max) per dimension: {n} dimensions, "
+                f"{len(self.mins)} mins, {len(self.maxs)} maxs"
+            )
+        object.__setattr__(self, "mins", tuple(_bound(v) for v in self.mins))
+        object.__setattr__(self, "maxs", tuple(_bound(v) for v in self.maxs))
+        for d, lo, hi in zip(self.dimensions, self.mins, self.maxs):
+            if lo is None and hi is None:
+                raise GatingError(f"rectangle gate: dimension {d.name!r} has neither min nor max")
+
+    def contains(self, values: np.ndarray) -> np.ndarray:
+        inside = np.ones(values.shape[0], dtype=bool)
+        for j, (lo, hi) in enumerate(zip(self.mins, self.maxs)):
+            col = values[:, j]
+            if lo is not None:
+                inside &= col >= lo
+            if hi is not None:
+                inside &= col < hi
+        return inside
+
+    def geometry(self) -> dict[str, Any]:
+        return {"min": list(self.mins), "max": list(self.maxs)}
+
+
+@dataclass(frozen=True)
+class PolygonGate(Gate):
+    """A polygon in two dimensions. Points on an edge are inside; for a self-crossing polygon a point
+    is inside where the boundary winds around it an odd number of times (as Gating-ML's
+    reference implementation does)."""
+
+    kind: ClassVar[str] = "polygon"
+    dimensions: tuple[Dimension, ...]
+    vertices: tuple[tuple[float, float], ...]
+
+    def __post_init__(self) -> None:
+        if len(self.dimensions) != 2:
+            raise GatingError(f"polygon gate needs 2 dimensions, got {len(self.dimensions)}")
+        verts = tuple((float(x), float(y)) for x, y in self.vertices)
+        if len(verts) < 3:
+            raise GatingError(f"polygon gate needs at least 3 vertices, got {len(verts)}")
+        object.__setattr__(self, "vertices", verts)
+
+    def contains(self, values: np.ndarray) -> np.ndarray:
+        from flowutils import gating_c  # C winding-count, the Gating-ML reference code
+
+        pts = np.ascontiguousarray(values[:, :2], dtype=np.float64)
+        verts = np.ascontiguousarray(self.vertices, dtype=np.float64)
+        if pts.shape[0] == 0:
+            return np.zeros(0, dtype=bool)
+        # Only events in the bounding box can be inside: test those.
+        lo, hi = verts.min(axis=0), verts.max(axis=0)
+        box = (
+            (pts[:, 0] >= lo[0])
+            & (pts[:, 0] <= hi[0])
+            & (pts[:, 1] >= lo[1])
+            & (pts[:, 1] <= hi[1])
+        )
+        inside = np.zeros(pts.shape[0], dtype=bool)
+        idx = np.flatnonzero(box)
+        if idx.size:
+            sub = np.ascontiguousarray(pts[idx])
+            winds = gating_c.points_in_polygon(verts, len(verts), sub, len(sub))
+            inside[idx] = np.asarray(winds) % 2 != 0
+        return inside
+
+    def geometry(self) -> dict[str, Any]:
+        return {"vertices": [list(v) for v in self.vertices]}
+
+
+@dataclass(frozen=True)
+class EllipsoidGate(Gate):
+    """(x - mean)' inv(covariance) (x - mean) <= distance_square; boundary inclusive."""
+
+    kind: ClassVar[str] = "ellipsoid"
+    dimensions: tuple[Dimension, ...]
+    mean: tuple[float, ...]
+    covariance: tuple[tuple[float, ...], ...]
+    distance_square: float
+
+    def __post_init__(self) -> None:
+        n = len(self.dimensions)
+        cov = np.asarray(self.covariance, dtype=np.float64)
+        if len(self.mean) != n or cov.shape != (n, n):
+            raise GatingError(
+                f"ellipsoid gate over {n} dimensions needs a {n}-vector mean and {n} x {n} "
+                f"covariance, got {len(self.mean)} and {cov.shape}"
+            )
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "covariance", tuple(tuple(map(float, r)) for r in cov))
+        object.__setattr__(self, "distance_square", float(self.distance_square))
+
+    def contains(self, values: np.ndarray) -> np.ndarray:
+        d = np.asarray(values, dtype=np.float64) - np.asarray(self.mean)
+        inv = np.linalg.inv(np.asarray(self.covariance))
+        return np.einsum("ij,jk,ik->i", d, inv, d) <= self.distance_square
+
+    def geometry(self) -> dict[str, Any]:
+        return {
+            "mean": list(self.mean),
+            "covariance": [list(r) for r in self.covariance],
+            "distance_square": self.distance_square,
+        }
+
+
+@dataclass(frozen=True)
+class BooleanGate(Gate):
+    """and / or / not over other populations' memberships; each operand may be complemented."""
+
+    kind: ClassVar[str] = "boolean"
+    op: str
+    operands: tuple[tuple[str, bool], ...]  # (population id, use as complement)
+    dimensions: tuple[Dimension, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.op not in ("and", "or", "not"):
+            raise GatingError(f"boolean gate operator must be and, or or not; got {self.op!r}")
+        ops = tuple((str(r), bool(c)) for r, c in self.operands)
+        if self.op == "not" and len(ops) != 1:
+            raise GatingError(f"a 'not' gate takes exactly one operand, got {len(ops)}")
+        if self.op != "not" and len(ops) < 2:
+            raise GatingError(f"an '{self.op}' gate takes at least two operands, got {len(ops)}")
+        object.__setattr__(self, "operands", ops)
+
+    def combine(self, masks: list[np.ndarray]) -> np.ndarray:
+        """Membership from the operands' full-length masks (in ``operands`` order)."""
+        terms = [~m if comp else m for m, (_, comp) in zip(masks, self.operands)]
+        if self.op == "not":
+            return ~terms[0]
+        out = terms[0].copy()
+        for t in terms[1:]:
+            if self.op == "and":
+                out &= t
+            else:
+                out |= t
+        return out
+
+    def contains(self, values: np.ndarray) -> np.ndarray:
+        raise GatingError("a boolean gate is evaluated from other populations, not from values")
+
+    def references(self) -> tuple[str, ...]:
+        return tuple(r for r, _ in self.operands)
+
+    def geometry(self) -> dict[str, Any]:
+        return {"op": self.op, "operands": [[r, c] for r, c in self.operands]}
+
+
+def quadrant_rectangles(
+    dividers: dict[str, tuple[Dimension, tuple[float, ...]]],
+    quadrants: dict[str, dict[str, float]],
+) -> dict[str, RectangleGate]:
+    """Gating-ML quadrants as rectangles.
+
+    dividers: divider id -> (dimension, sorted cut values); quadrants: quadrant id -> {divider id:
+    a location inside the quadrant}. Each quadrant becomes the rectangle between the cuts around
+    its location on each divider it names (open at the ends).
+    """
+    out = {}
+    for qid, positions in quadrants.items():
+        dims, mins, maxs = [], [], []
+        for did, location in positions.items():
+            if did not in dividers:
+                raise GatingError(f"quadrant {qid!r} refers to unknown divider {did!r}")
+            dim, cuts = dividers[did]
+            cuts = tuple(sorted(cuts))
+            k = int(np.searchsorted(cuts, location, side="right"))
+            dims.append(dim)
+            mins.append(cuts[k - 1] if k > 0 else None)
+            maxs.append(cuts[k] if k < len(cuts) else None)
+        out[qid] = RectangleGate(tuple(dims), tuple(mins), tuple(maxs))
+    return out
+
+
+# --- custom gates -------------------------------------------------------------------------------
+
+_REGISTRY: dict[str, Callable[..., Any]] = {}
+
+
+def register_gate(name: str) -> Callable[[Any], Any]:
+    """Register a custom gate under ``name`` so strategy files can use it by that name only.
+
+    Decorate either a function ``f(values, **params) -> bool array`` (values: events x dimensions)
+    or a :class:`Gate` subclass whose constructor takes ``dimensions`` and the params::
+
+        @register_gate("upper_tail")
+        def upper_tail(values, quantile=0.99):
+            return values[:, 0] >= np.quantile(values[:, 0], quantile)
+    """
+
+    def decorate(obj: Any) -> Any:
+        if not callable(obj):
+            raise TypeError(f"register_gate({name!r}) needs a function or a Gate subclass")
+        _REGISTRY[name] = obj
+        return obj
+
+    return decorate
+
+
+def registered_gates() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def make_registered(name: str, dimensions: tuple[Dimension, ...], params: dict[str, Any]) -> Gate:
+    """A gate from the registry by name (GatingError listing the known names if absent)."""
+    try:
+        obj = _REGISTRY[name]
+    except KeyError:
+        raise GatingError(
+            f"no custom gate registered as {name!r}; registered: {registered_gates() or 'none'}"
+        ) from None
+    if isinstance(obj, type) and issubclass(obj, Gate):
+        return obj(dimensions=dimensions, **params)
+    return FunctionGate(dimensions=dimensions, function=name, params=tuple(sorted(params.items())))
+
+
+@dataclass(frozen=True)
+class FunctionGate(Gate):
+    """A gate computed by a registered function ``f(values, **params) -> bool array``."""
+
+    kind: ClassVar[str] = "custom"
+    dimensions: tuple[Dimension, ...]
+    function: str
+    params: tuple[tuple[str, Any], ...] = field(default=())
+
+    def contains(self, values: np.ndarray) -> np.ndarray:
+        if self.function not in _REGISTRY:
+            raise GatingError(f"custom gate function {self.function!r} is not registered")
+        out = np.asarray(_REGISTRY[self.function](values, **dict(self.params)))
+        if out.shape != (values.shape[0],) or out.dtype != bool:
+            raise GatingError(
+                f"custom gate {self.function!r} must return a bool array of shape "
+                f"({values.shape[0]},), got {out.dtype} {out.shape}"
+            )
+        return out
+
+    def geometry(self) -> dict[str, Any]:
+        return {"function": self.function, "params": dict(self.params)}

@@ -1,0 +1,380 @@
+"""Gating-ML 2.0 import and export (ISAC). XML is parsed with defusedxml: no external entities, no
+entity-expansion bombs (workspaces and gate files come from collaborators)."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .compensation import UNCOMPENSATED, Compensation
+from .errors import StrategyError
+from .gates import (
+    BooleanGate,
+    Dimension,
+    EllipsoidGate,
+    Gate,
+    PolygonGate,
+    RectangleGate,
+    quadrant_rectangles,
+)
+from .strategy import Population, Strategy
+from .transforms import Asinh, Hyperlog, Linear, Log, Logicle, Ratio, Transform
+
+NS = {
+    "gating": "http://www.isac-net.org/std/Gating-ML/v2.0/gating",
+    "transforms": "http://www.isac-net.org/std/Gating-ML/v2.0/transformations",
+    "data-type": "http://www.isac-net.org/std/Gating-ML/v2.0/datatypes",
+}
+_G, _T, _D = (f"{{{NS[k]}}}" for k in ("gating", "transforms", "data-type"))
+
+_TRANSFORM_TAGS = {
+    "flin": (Linear, ("T", "A")),
+    "flog": (Log, ("T", "M")),
+    "fasinh": (Asinh, ("T", "M", "A")),
+    "logicle": (Logicle, ("T", "W", "M", "A")),
+    "hyperlog": (Hyperlog, ("T", "W", "M", "A")),
+}
+
+
+def parse_xml(path: str | os.PathLike) -> ET.Element:
+    """Root element of an untrusted XML file (StrategyError naming the file if unreadable)."""
+    import defusedxml.ElementTree as SafeET
+    from defusedxml import DefusedXmlException
+
+    try:
+        return SafeET.parse(os.fspath(path)).getroot()
+    except DefusedXmlException as exc:
+        raise StrategyError(f"{path}: refused unsafe XML ({type(exc).__name__}: {exc})") from None
+    except ET.ParseError as exc:
+        raise StrategyError(f"{path}: not well-formed XML ({exc})") from None
+
+
+def _attr(el: ET.Element, name: str, ns: str = _G, default: str | None = None) -> str | None:
+    value = el.get(ns + name)
+    if value is None:
+        value = el.get(name, default)
+    return value
+
+
+def _float(el: ET.Element, name: str, where: str, ns: str = _G) -> float | None:
+    raw = _attr(el, name, ns)
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise StrategyError(f"{where}: attribute {name}={raw!r} is not a number") from None
+
+
+class _Reader:
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self.root = parse_xml(path)
+        self.transforms: dict[str, Transform | Ratio] = {}
+        self.compensations: dict[str, Compensation] = {}
+        self.populations: list[Population] = []
+
+    def where(self, el: ET.Element | None = None, what: str = "") -> str:
+        ident = _attr(el, "id", _G) or _attr(el, "id", _T) if el is not None else None
+        tag = el.tag.split("}")[-1] if el is not None else ""
+        return (
+            f"{self.path}: {tag} {ident!r}{' ' + what if what else ''}"
+            if el is not None
+            else self.path
+        )
+
+    def read(self) -> Strategy:
+        for el in self.root.iter(_T + "spectrumMatrix"):
+            self._matrix(el)
+        for el in self.root.iter(_T + "transformation"):
+            self._transform(el)
+        for el in self.root.iter():  # gates may sit inside other (custom) elements
+            if not el.tag.startswith(_G):
+                continue
+            tag = el.tag.split("}")[-1]
+            if tag in ("RectangleGate", "PolygonGate", "EllipsoidGate", "BooleanGate"):
+                self._gate(el, tag)
+            elif tag == "QuadrantGate":
+                self._quadrants(el)
+        try:
+            return Strategy(
+                self.populations,
+                self.transforms,
+                self.compensations,
+                name=Path(self.path).stem,
+                source=self.path,
+            )
+        except StrategyError:
+            raise
+        except Exception as exc:  # invalid geometry etc.
+            raise StrategyError(f"{self.path}: {exc}") from None
+
+    # --- transforms and matrices ---------------------------------------------------------------
+
+    def _matrix(self, el: ET.Element) -> None:
+        ident = _attr(el, "id", _T)
+        if not ident:
+            raise StrategyError(f"{self.path}: spectrumMatrix without an id")
+        fluor = [_attr(d, "name", _D) for d in el.findall(f"{_T}fluorochromes/{_D}fcs-dimension")]
+        det = [_attr(d, "name", _D) for d in el.findall(f"{_T}detectors/{_D}fcs-dimension")]
+        rows = []
+        for spec in el.findall(_T + "spectrum"):
+            rows.append(
+                [_float(c, "value", self.where(el), _T) for c in spec.findall(_T + "coefficient")]
+            )
+        try:
+            self.compensations[ident] = Compensation(
+                ident, tuple(fluor), tuple(det), np.array(rows)
+            )
+        except Exception as exc:
+            raise StrategyError(f"{self.where(el)}: {exc}") from None
+
+    def _transform(self, el: ET.Element) -> None:
+        ident = _attr(el, "id", _T)
+        if not ident:
+            raise StrategyError(f"{self.path}: transformation without an id")
+        for child in el:
+            tag = child.tag.split("}")[-1]
+            if tag in _TRANSFORM_TAGS:
+                cls, names = _TRANSFORM_TAGS[tag]
+                params = {}
+                for n in names:
+                    v = _float(child, n, self.where(el), _T)
+                    if v is None:
+                        raise StrategyError(f"{self.where(el)}: {tag} lacks parameter {n}")
+                    params[n] = v
+                self.transforms[ident] = cls(**params)
+                return
+            if tag == "fratio":
+                dims = [_attr(d, "name", _D) for d in child.findall(_D + "fcs-dimension")]
+                if len(dims) != 2:
+                    raise StrategyError(f"{self.where(el)}: fratio needs two fcs-dimensions")
+                p = {n: _float(child, n, self.where(el), _T) for n in ("A", "B", "C")}
+                self.transforms[ident] = Ratio(
+                    dims[0], dims[1], **{k: v or 0.0 for k, v in p.items()}
+                )
+                return
+        raise StrategyError(f"{self.where(el)}: no transform this reader knows")
+
+    # --- gates -------------------------------------------------------------------------------------
+
+    def _dimension(self, el: ET.Element, gate_el: ET.Element) -> Dimension:
+        comp = _attr(el, "compensation-ref", _G) or UNCOMPENSATED
+        tr = _attr(el, "transformation-ref", _G)
+        fcs = el.find(_D + "fcs-dimension")
+        if fcs is not None:
+            return Dimension(_attr(fcs, "name", _D) or "", comp, tr)
+        new = el.find(_D + "new-dimension")
+        if new is not None:
+            return Dimension(_attr(new, "transformation-ref", _D) or "", comp, tr, ratio=True)
+        raise StrategyError(f"{self.where(gate_el)}: a dimension names no fcs-dimension")
+
+    def _add(self, el: ET.Element, gate: Gate, ident: str | None = None) -> None:
+        ident = ident or _attr(el, "id", _G)
+        if not ident:
+            raise StrategyError(f"{self.path}: a {el.tag.split('}')[-1]} has no gating:id")
+        self.populations.append(Population(ident, gate, _attr(el, "parent_id", _G)))
+
+    def _gate(self, el: ET.Element, tag: str) -> None:
+        where = self.where(el)
+        try:
+            if tag == "BooleanGate":
+                self._add(el, self._boolean(el))
+                return
+            dim_els = el.findall(_G + "dimension")
+            dims = tuple(self._dimension(d, el) for d in dim_els)
+            if tag == "RectangleGate":
+                mins = tuple(_float(d, "min", where) for d in dim_els)
+                maxs = tuple(_float(d, "max", where) for d in dim_els)
+                self._add(el, RectangleGate(dims, mins, maxs))
+            elif tag == "PolygonGate":
+                verts = [
+                    tuple(_float(c, "value", where, _D) for c in v.findall(_G + "coordinate"))
+                    for v in el.findall(_G + "vertex")
+                ]
+                self._add(el, PolygonGate(dims, tuple(verts)))
+            else:
+                mean = [
+                    _float(c, "value", where, _D) for c in el.findall(f"{_G}mean/{_G}coordinate")
+                ]
+                cov = [
+                    [_float(e, "value", where, _D) for e in row.findall(_G + "entry")]
+                    for row in el.findall(f"{_G}covarianceMatrix/{_G}row")
+                ]
+                dist = el.find(_G + "distanceSquare")
+                if dist is None:
+                    raise StrategyError(f"{where}: ellipsoid without distanceSquare")
+                self._add(
+                    el,
+                    EllipsoidGate(
+                        dims, tuple(mean), tuple(map(tuple, cov)), _float(dist, "value", where, _D)
+                    ),
+                )
+        except StrategyError:
+            raise
+        except Exception as exc:
+            raise StrategyError(f"{where}: {exc}") from None
+
+    def _boolean(self, el: ET.Element) -> BooleanGate:
+        for op in ("and", "or", "not"):
+            node = el.find(_G + op)
+            if node is not None:
+                refs = [
+                    (
+                        _attr(r, "ref", _G),
+                        (_attr(r, "use-as-complement", _G) or "false").lower() == "true",
+                    )
+                    for r in node.findall(_G + "gateReference")
+                ]
+                return BooleanGate(op, tuple(refs))
+        raise StrategyError(f"{self.where(el)}: boolean gate without and/or/not")
+
+    def _quadrants(self, el: ET.Element) -> None:
+        where = self.where(el)
+        dividers = {}
+        for d in el.findall(_G + "divider"):
+            did = _attr(d, "id", _G)
+            values = []
+            for v in d.findall(_G + "value"):
+                try:
+                    values.append(float((v.text or "").strip()))
+                except ValueError:
+                    raise StrategyError(
+                        f"{where}: divider {did!r} value {v.text!r} is not a number"
+                    ) from None
+            dividers[did] = (self._dimension(d, el), tuple(values))
+        quadrants = {}
+        for q in el.findall(_G + "Quadrant"):
+            quadrants[_attr(q, "id", _G)] = {
+                _attr(p, "divider_ref", _G): _float(p, "location", where)
+                for p in q.findall(_G + "position")
+            }
+        try:
+            rects = quadrant_rectangles(dividers, quadrants)
+        except Exception as exc:
+            raise StrategyError(f"{where}: {exc}") from None
+        for qid, rect in rects.items():
+            self._add(el, rect, qid)
+
+
+def read_gatingml(path: str | os.PathLike) -> Strategy:
+    """A Strategy from a Gating-ML 2.0 document; population names are the gate ids."""
+    return _Reader(path).read()
+
+
+# --- export ----------------------------------------------------------------------------------------
+
+
+def _q(prefix: str, name: str) -> str:
+    return f"{{{NS[prefix]}}}{name}"
+
+
+def _dim_element(parent: ET.Element, tag: str, dim: Dimension, extra: dict[str, Any]) -> ET.Element:
+    el = ET.SubElement(parent, _q("gating", tag))
+    el.set(_q("gating", "compensation-ref"), dim.compensation)
+    if dim.transform:
+        el.set(_q("gating", "transformation-ref"), dim.transform)
+    for k, v in extra.items():
+        if v is not None:
+            el.set(_q("gating", k), repr(float(v)))
+    if dim.ratio:
+        ET.SubElement(el, _q("data-type", "new-dimension")).set(
+            _q("data-type", "transformation-ref"), dim.name
+        )
+    else:
+        ET.SubElement(el, _q("data-type", "fcs-dimension")).set(_q("data-type", "name"), dim.name)
+    return el
+
+
+def write_gatingml(strategy: Strategy, path: str | os.PathLike) -> None:
+    """Write ``strategy`` as Gating-ML 2.0 (quadrants become one rectangle per quadrant)."""
+    for prefix, uri in NS.items():
+        ET.register_namespace(prefix, uri)
+    root = ET.Element(_q("gating", "Gating-ML"))
+    for comp in strategy.compensations.values():
+        m = ET.SubElement(root, _q("transforms", "spectrumMatrix"))
+        m.set(_q("transforms", "id"), comp.id)
+        for group, names in (("fluorochromes", comp.fluorochromes), ("detectors", comp.detectors)):
+            g = ET.SubElement(m, _q("transforms", group))
+            for n in names:
+                ET.SubElement(g, _q("data-type", "fcs-dimension")).set(_q("data-type", "name"), n)
+        for row in comp.matrix:
+            s = ET.SubElement(m, _q("transforms", "spectrum"))
+            for v in row:
+                ET.SubElement(s, _q("transforms", "coefficient")).set(
+                    _q("transforms", "value"), repr(float(v))
+                )
+    tags = {cls: tag for tag, (cls, _) in _TRANSFORM_TAGS.items()}
+    for ident, tr in strategy.transforms.items():
+        t = ET.SubElement(root, _q("transforms", "transformation"))
+        t.set(_q("transforms", "id"), ident)
+        if isinstance(tr, Ratio):
+            r = ET.SubElement(t, _q("transforms", "fratio"))
+            for n, v in tr.params().items():
+                r.set(_q("transforms", n), repr(float(v)))
+            for n in (tr.numerator, tr.denominator):
+                ET.SubElement(r, _q("data-type", "fcs-dimension")).set(_q("data-type", "name"), n)
+        else:
+            tag = tags.get(type(tr))
+            if tag is None:
+                raise StrategyError(
+                    f"transform {ident!r} ({type(tr).__name__}) has no Gating-ML form"
+                )
+            x = ET.SubElement(t, _q("transforms", tag))
+            for n, v in tr.params().items():
+                x.set(_q("transforms", n), repr(float(v)))
+    for pop in strategy.populations:
+        _gate_element(root, pop)
+    ET.indent(root)
+    ET.ElementTree(root).write(os.fspath(path), encoding="UTF-8", xml_declaration=True)
+
+
+def _gate_element(root: ET.Element, pop: Population) -> None:
+    gate = pop.gate
+    if isinstance(gate, RectangleGate):
+        el = ET.SubElement(root, _q("gating", "RectangleGate"))
+        for d, lo, hi in zip(gate.dimensions, gate.mins, gate.maxs):
+            _dim_element(el, "dimension", d, {"min": lo, "max": hi})
+    elif isinstance(gate, PolygonGate):
+        el = ET.SubElement(root, _q("gating", "PolygonGate"))
+        for d in gate.dimensions:
+            _dim_element(el, "dimension", d, {})
+        for vx in gate.vertices:
+            v = ET.SubElement(el, _q("gating", "vertex"))
+            for c in vx:
+                ET.SubElement(v, _q("gating", "coordinate")).set(_q("data-type", "value"), repr(c))
+    elif isinstance(gate, EllipsoidGate):
+        el = ET.SubElement(root, _q("gating", "EllipsoidGate"))
+        for d in gate.dimensions:
+            _dim_element(el, "dimension", d, {})
+        mean = ET.SubElement(el, _q("gating", "mean"))
+        for c in gate.mean:
+            ET.SubElement(mean, _q("gating", "coordinate")).set(_q("data-type", "value"), repr(c))
+        cov = ET.SubElement(el, _q("gating", "covarianceMatrix"))
+        for row in gate.covariance:
+            r = ET.SubElement(cov, _q("gating", "row"))
+            for c in row:
+                ET.SubElement(r, _q("gating", "entry")).set(_q("data-type", "value"), repr(c))
+        ET.SubElement(el, _q("gating", "distanceSquare")).set(
+            _q("data-type", "value"), repr(gate.distance_square)
+        )
+    elif isinstance(gate, BooleanGate):
+        el = ET.SubElement(root, _q("gating", "BooleanGate"))
+        op = ET.SubElement(el, _q("gating", gate.op))
+        for ref, comp in gate.operands:
+            r = ET.SubElement(op, _q("gating", "gateReference"))
+            r.set(_q("gating", "ref"), ref)
+            if comp:
+                r.set(_q("gating", "use-as-complement"), "true")
+    else:
+        raise StrategyError(
+            f"population {pop.name!r}: {type(gate).__name__} has no Gating-ML form (custom and "
+            "data-driven gates can be exported once applied: use the geometry of a result)"
+        )
+    el.set(_q("gating", "id"), pop.name)
+    if pop.parent is not None:
+        el.set(_q("gating", "parent_id"), pop.parent)

@@ -1,0 +1,122 @@
+"""GatingResult: which events fall in which population, and the gates that were applied."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .engine import Evaluator
+    from .gates import Gate
+    from .strategy import Strategy
+
+
+@dataclass(eq=False)
+class GatingResult:
+    """Memberships of every population of a strategy in one sample.
+
+    masks: population name -> bool array over all events (n_events,).
+    gates: population name -> the gate actually applied (data-driven gates: their resolved
+    geometry for this sample).
+    """
+
+    strategy: Strategy
+    masks: dict[str, np.ndarray]
+    gates: dict[str, Gate]
+    evaluator: Evaluator | None = field(default=None, repr=False)
+
+    @property
+    def n_events(self) -> int:
+        return 0 if self.evaluator is None else self.evaluator.n
+
+    def mask(self, name: str) -> np.ndarray:
+        """Bool array over all events for a population: its name (Gating-ML gate id) or path."""
+        return self.masks[self.strategy.resolve_name(name)]
+
+    def count(self, name: str) -> int:
+        return int(np.count_nonzero(self.mask(name)))
+
+    def counts(self) -> pd.Series:
+        """Events per population, indexed by population path ('lymphocytes/T cells/CD4+')."""
+        import pandas as pd
+
+        st = self.strategy
+        return pd.Series(
+            {st.path(p.name): int(np.count_nonzero(self.masks[p.name])) for p in st.populations},
+            name="count",
+            dtype="int64",
+        )
+
+    def stats(self, medians: bool = False) -> pd.DataFrame:
+        """One row per population: path, name, parent, count, percent of parent, percent of all.
+
+        medians=True adds the median of every fluorescence channel per population (compensated
+        with the sample's spillover where it has one; column names are markers where known).
+        """
+        import pandas as pd
+
+        st = self.strategy
+        total = self.n_events
+        rows = []
+        for p in st.populations:
+            n = int(np.count_nonzero(self.masks[p.name]))
+            parent_n = int(np.count_nonzero(self.masks[p.parent])) if p.parent else total
+            rows.append(
+                {
+                    "population": st.path(p.name),
+                    "name": p.name,
+                    "parent": st.path(p.parent) if p.parent else "",
+                    "gate": type(self.gates[p.name]).kind,
+                    "count": n,
+                    "percent_of_parent": 100.0 * n / parent_n if parent_n else float("nan"),
+                    "percent_of_total": 100.0 * n / total if total else float("nan"),
+                }
+            )
+        frame = pd.DataFrame(rows)
+        if medians and self.evaluator is not None:
+            frame = frame.join(self._medians(frame["name"].tolist()))
+        return frame
+
+    def _medians(self, names: list[str]) -> pd.DataFrame:
+        import pandas as pd
+
+        ev = self.evaluator
+        assert ev is not None
+        spill = getattr(ev.sample, "spillover", None)
+        fluor = list(spill.columns) if spill is not None else []
+        cols = {}
+        if fluor:
+            comp = ev.compensated("FCS")
+            for ch in fluor:
+                marker = ev.markers[ev.channels.index(ch)] if ch in ev.channels else ""
+                cols[f"median {marker or ch}"] = comp[ch]
+        else:
+            for j, marker in enumerate(ev.markers):
+                if marker:
+                    cols[f"median {marker}"] = ev.raw(j)
+        out = {
+            label: [
+                float(np.median(v[self.masks[n]])) if self.masks[n].any() else np.nan for n in names
+            ]
+            for label, v in cols.items()
+        }
+        return pd.DataFrame(out)
+
+    def geometry(self) -> dict[str, dict[str, Any]]:
+        """Population path -> {'gate': kind, 'dimensions': [...], ...geometry} as applied."""
+        out = {}
+        for p in self.strategy.populations:
+            g = self.gates[p.name]
+            out[self.strategy.path(p.name)] = {
+                "gate": type(g).kind,
+                "dimensions": [
+                    {"name": d.name, "compensation": d.compensation, "transform": d.transform}
+                    for d in g.dimensions
+                ],
+                **g.geometry(),
+            }
+        return out

@@ -1,0 +1,204 @@
+"""Strategy: an immutable tree of populations, each defined by a gate on its parent's events."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .compensation import FROM_FILE, UNCOMPENSATED, Compensation
+from .errors import StrategyError
+from .gates import BooleanGate, Gate
+from .transforms import Ratio, Transform
+
+if TYPE_CHECKING:
+    from .result import GatingResult
+
+
+@dataclass(frozen=True)
+class Population:
+    """A named population: the events of ``parent`` (all events if None) inside ``gate``.
+
+    ``name`` is unique in its strategy (Gating-ML: the gate id); ``label`` is what people call it
+    (defaults to ``name``) and makes up population paths such as ``'lymphocytes/T cells/CD4+'``.
+    """
+
+    name: str
+    gate: Gate
+    parent: str | None = None
+    label: str | None = None
+
+    @property
+    def display(self) -> str:
+        return self.label if self.label is not None else self.name
+
+
+class Strategy:
+    """A gating strategy: populations in dependency order, with the transforms and compensation
+    matrices their gates refer to by id.
+
+    Build one in Python, or load one: :meth:`load` (the project's YAML), :meth:`from_gatingml`,
+    :meth:`from_flowjo`. Apply it with :meth:`apply`.
+    """
+
+    def __init__(
+        self,
+        populations: Iterable[Population],
+        transforms: Mapping[str, Transform | Ratio] | None = None,
+        compensations: Mapping[str, Compensation] | None = None,
+        name: str = "",
+        source: str | None = None,
+    ):
+        self.name = name
+        self.source = source
+        self.transforms: dict[str, Transform | Ratio] = dict(transforms or {})
+        self.compensations: dict[str, Compensation] = dict(compensations or {})
+        pops = list(populations)
+        self.populations: tuple[Population, ...] = self._ordered(pops)
+        self._by_name = {p.name: p for p in self.populations}
+        self._check_references()
+        self._paths = {p.name: self._path_of(p) for p in self.populations}
+
+    # --- construction checks ---------------------------------------------------------------
+
+    def _where(self) -> str:
+        return self.source or (f"strategy {self.name!r}" if self.name else "strategy")
+
+    def _ordered(self, pops: list[Population]) -> tuple[Population, ...]:
+        by_name: dict[str, Population] = {}
+        for p in pops:
+            if p.name in by_name:
+                raise StrategyError(f"{self._where()}: population {p.name!r} is defined twice")
+            by_name[p.name] = p
+        order: list[Population] = []
+        state: dict[str, int] = {}  # 1 visiting, 2 done
+
+        def visit(name: str, via: str) -> None:
+            if name not in by_name:
+                raise StrategyError(f"{self._where()}: {via} refers to unknown population {name!r}")
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                raise StrategyError(f"{self._where()}: population {name!r} depends on itself")
+            state[name] = 1
+            p = by_name[name]
+            if p.parent is not None:
+                visit(p.parent, f"population {name!r} (parent)")
+            for ref in p.gate.references():
+                visit(ref, f"boolean gate {name!r}")
+            state[name] = 2
+            order.append(p)
+
+        for p in pops:
+            visit(p.name, f"population {p.name!r}")
+        return tuple(order)
+
+    def _check_references(self) -> None:
+        for p in self.populations:
+            for d in p.gate.dimensions:
+                comp = d.compensation
+                if comp not in (UNCOMPENSATED, FROM_FILE) and comp not in self.compensations:
+                    raise StrategyError(
+                        f"{self._where()}: gate {p.name!r} refers to compensation {comp!r}, which "
+                        f"is not defined (known: {sorted(self.compensations) or 'none'})"
+                    )
+                for ref in (d.transform, d.name if d.ratio else None):
+                    if ref is not None and ref not in self.transforms:
+                        raise StrategyError(
+                            f"{self._where()}: gate {p.name!r} refers to transform {ref!r}, which "
+                            f"is not defined (known: {sorted(self.transforms) or 'none'})"
+                        )
+                if d.ratio and not isinstance(self.transforms[d.name], Ratio):
+                    raise StrategyError(f"{self._where()}: {d.name!r} is not a ratio transform")
+
+    def _path_of(self, p: Population) -> str:
+        parts = [p.display]
+        while p.parent is not None:
+            p = self._by_name[p.parent]
+            parts.append(p.display)
+        return "/".join(reversed(parts))
+
+    # --- lookup --------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.populations)
+
+    def __iter__(self):
+        return iter(self.populations)
+
+    def __getitem__(self, name: str) -> Population:
+        return self._by_name[self.resolve_name(name)]
+
+    def path(self, name: str) -> str:
+        """Population path, e.g. ``'lymphocytes/T cells/CD4+'``."""
+        return self._paths[self.resolve_name(name)]
+
+    def resolve_name(self, key: str) -> str:
+        """Population name from a name (gate id) or a path; KeyError listing the names if absent."""
+        if key in self._by_name:
+            return key
+        hits = [n for n, path in self._paths.items() if path == key]
+        if not hits:
+            hits = [n for n, path in self._paths.items() if path.endswith("/" + key)]
+        if not hits:
+            hits = [p.name for p in self.populations if p.display == key]
+        if len(hits) == 1:
+            return hits[0]
+        if hits:
+            raise KeyError(f"{key!r} is ambiguous: {[self._paths[h] for h in hits]}")
+        raise KeyError(
+            f"no population {key!r} in {self._where()}; populations: {list(self._paths.values())}"
+        )
+
+    def children(self, name: str | None) -> list[Population]:
+        return [p for p in self.populations if p.parent == name]
+
+    # --- use -----------------------------------------------------------------------------------
+
+    def apply(self, sample: Any) -> GatingResult:
+        """Gate ``sample`` (anything with ``events``, ``channels``, ``markers`` and ``spillover``,
+        e.g. a :class:`cytowhim.Sample`) and return the populations' memberships."""
+        from .engine import apply_strategy
+
+        return apply_strategy(self, sample)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Strategy:
+        """Load the project's declarative YAML strategy format."""
+        from .yaml_format import load_yaml
+
+        return load_yaml(path)
+
+    @classmethod
+    def from_gatingml(cls, path: str | os.PathLike) -> Strategy:
+        """Load a Gating-ML 2.0 document."""
+        from .gatingml import read_gatingml
+
+        return read_gatingml(path)
+
+    def to_gatingml(self, path: str | os.PathLike) -> None:
+        """Write the strategy as a Gating-ML 2.0 document."""
+        from .gatingml import write_gatingml
+
+        write_gatingml(self, path)
+
+    @classmethod
+    def from_flowjo(cls, path: str | os.PathLike, sample: str) -> Strategy:
+        """The gates a FlowJo workspace applied to ``sample`` (its file name or sample name)."""
+        from .flowjo import read_flowjo
+
+        return read_flowjo(path, sample)
+
+    def with_compensation(self, compensation: Compensation) -> Strategy:
+        """A copy with another compensation matrix under the same id."""
+        comps = {**self.compensations, compensation.id: compensation}
+        return Strategy(self.populations, self.transforms, comps, self.name, self.source)
+
+    def __repr__(self) -> str:
+        src = f" from {self.source}" if self.source else ""
+        return f"<Strategy {self.name!r}{src}: {len(self.populations)} populations>"
+
+
+def is_boolean(gate: Gate) -> bool:
+    return isinstance(gate, BooleanGate)
