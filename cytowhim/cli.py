@@ -96,6 +96,45 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_gate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gating import GatingError, read_strategy
+    from gating.io import is_workspace
+
+    from .errors import FCSError
+    from .fcs import read_fcs
+
+    out_dir = Path(args.out) if args.out else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        per_sample = is_workspace(args.strategy)  # FlowJo: each file has its own gates
+        shared = None if per_sample else read_strategy(args.strategy)
+    except (GatingError, OSError) as exc:
+        _error(str(exc))
+        return 2
+    failed = 0
+    for n, path in enumerate(args.files, start=1):
+        try:
+            sample = read_fcs(path)
+            strategy = shared or read_strategy(args.strategy, sample=Path(path).name)
+            table = strategy.apply(sample).stats(medians=args.medians)
+        except (FCSError, GatingError, OSError) as exc:
+            failed += 1
+            _error(str(exc) if not isinstance(exc, OSError) else f"{path}: {exc.strerror or exc}")
+            continue
+        if out_dir is None:
+            print(f"# {path}")
+            print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+            print()
+        else:
+            target = out_dir / f"{Path(path).stem}.populations.csv"
+            table.to_csv(target, index=False)
+            print(f"[{n}/{len(args.files)}] {path}: {len(table)} populations -> {target}")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cytowhim",
@@ -117,18 +156,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per file")
     p.add_argument("--example", action="store_true", help="also inspect the bundled example files")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser(
+        "gate",
+        help="gate FCS files with a strategy; a population table per file",
+        description="Apply a gating strategy (cytowhim YAML, Gating-ML 2.0 .xml, or a FlowJo "
+        "workspace whose gates for each file are used) to FCS files. Prints one population table "
+        "per file (population, parent, count, percent of parent and of all events), or writes "
+        "DIR/<file>.populations.csv with --out. A broken file or a missing marker is named on "
+        "stderr and the other files are still gated (exit status 1).",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="FCS files")
+    p.add_argument("--strategy", "-s", required=True, metavar="S", help="strategy file")
+    p.add_argument("--out", "-o", metavar="DIR", help="write one CSV per file into DIR")
+    p.add_argument("--medians", action="store_true", help="add median fluorescence per marker")
+    p.set_defaults(func=cmd_gate)
     return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"cytowhim: warning: {message}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cytowhim`` command; returns the exit status."""
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except KeyboardInterrupt:
         _error("interrupted")
         return 130

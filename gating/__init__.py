@@ -16,6 +16,7 @@ from .gates import (
     RectangleGate,
     register_gate,
 )
+from .io import read_strategy
 from .result import GatingResult
 from .strategy import Population, Strategy
 from .transforms import Asinh, Hyperlog, Linear, Log, Logicle, Ratio
@@ -40,5 +41,6 @@ __all__ = [
     "RectangleGate",
     "Strategy",
     "StrategyError",
+    "read_strategy",
     "register_gate",
 ]

@@ -177,6 +177,12 @@ class Strategy:
 
         return read_gatingml(path)
 
+    def to_yaml(self, path: str | os.PathLike) -> None:
+        """Write the strategy in the project's YAML format."""
+        from .yaml_format import dump_yaml
+
+        dump_yaml(self, path)
+
     def to_gatingml(self, path: str | os.PathLike) -> None:
         """Write the strategy as a Gating-ML 2.0 document."""
         from .gatingml import write_gatingml

@@ -101,3 +101,66 @@ def test_import_is_light_and_help_is_fast():
         )
         times.append(time.perf_counter() - t)
     assert min(times) < 0.5, times
+
+
+STRATEGY = """
+transforms:
+  fluor: {logicle: {T: 262144, W: 0.5, M: 4.5, A: 0}}
+populations:
+  - name: lymphocytes
+    gate:
+      polygon: {x: FSC-A, y: SSC-A,
+                vertices: [[35000, 2000], [85000, 2000], [85000, 22000], [35000, 22000]]}
+  - name: T cells
+    parent: lymphocytes
+    gate: {range: {dimension: CD3, transform: fluor, min: 0.5}}
+"""
+
+
+def test_gate_writes_a_table_per_file_and_names_failures(tmp_path, capsys):
+    import pandas as pd
+
+    import cytowhim as cw
+    from gating import Strategy
+
+    strategy = tmp_path / "s.yaml"
+    strategy.write_text(STRATEGY)
+    example = REPO / "data" / "examples" / "example_tbnk.fcs"
+    out = tmp_path / "out"
+    code = main(
+        [
+            "gate",
+            str(example),
+            str(DATA1),
+            str(CORRUPT),
+            "--strategy",
+            str(strategy),
+            "--out",
+            str(out),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 1
+    table = pd.read_csv(out / "example_tbnk.populations.csv")
+    expected = Strategy.load(strategy).apply(cw.read_fcs(example)).counts()
+    assert table.set_index("population")["count"].to_dict() == expected.to_dict()
+    assert list(table["population"]) == ["lymphocytes", "lymphocytes/T cells"]
+    err = captured.err
+    assert "data1.fcs has no channel or marker 'FSC-A'" in err  # missing marker, named
+    assert "corrupted.fcs: not an FCS file" in err
+    assert not (out / "data1.populations.csv").exists()
+
+
+def test_gate_with_gatingml_prints_table(capsys):
+    gml = CORPUS / "gatingml"
+    code = main(["gate", str(gml / "data1.fcs"), "--strategy", str(gml / "gml/gml_rect1_gate.xml")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Rectangle1" in out and " 252 " in out  # the compliance suite's count
+
+
+def test_gate_bad_strategy_is_usage_error(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("populations: []")
+    assert main(["gate", str(DATA1), "--strategy", str(bad)]) == 2
+    assert "bad.yaml" in capsys.readouterr().err

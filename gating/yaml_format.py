@@ -1,0 +1,368 @@
+"""The project's declarative strategy format (YAML).
+
+A strategy names markers (CD3, CD4 ...) or channels, so one file works across instruments whose
+channel names differ::
+
+    name: TBNK
+    compensation: FCS            # the file's spillover (default) | uncompensated | matrix.csv
+    transforms:
+      fluor: {logicle: {T: 262144, W: 0.5, M: 4.5, A: 0}}
+    populations:
+      - name: lymphocytes
+        gate: {polygon: {x: FSC-A, y: SSC-A, vertices: [[2e4, 0], [9e4, 0], [9e4, 5e4], [2e4, 5e4]]}}
+      - name: T cells
+        parent: lymphocytes
+        gate: {range: {dimension: CD3, transform: fluor, min: 0.35}}
+      - quadrant: {parent: T cells, x: CD4, y: CD8, transform: fluor, at: [0.4, 0.4],
+                   populations: {CD4+: "+-", CD8+: "-+", CD4+CD8+: "++", CD4-CD8-: "--"}}
+      - name: NK cells
+        parent: lymphocytes
+        gate: {and: [CD56+, {not: T cells}]}
+
+Gates: range, rectangle, polygon, ellipse, quadrant (several populations at once), and / or / not,
+custom (a function or Gate subclass registered in Python with :func:`gating.register_gate`; strategy
+files name it, they never import code). A dimension is a name, or a mapping with ``name``,
+``transform`` and ``compensation``; ``transform`` on a gate applies to all its dimensions.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .compensation import FROM_FILE, UNCOMPENSATED, Compensation
+from .errors import GatingError, StrategyError
+from .gates import (
+    BooleanGate,
+    Dimension,
+    EllipsoidGate,
+    FunctionGate,
+    Gate,
+    PolygonGate,
+    RectangleGate,
+    make_registered,
+)
+from .strategy import Population, Strategy
+from .transforms import TRANSFORMS, Ratio, Transform, make_transform
+
+_GATE_KEYS = ("range", "rectangle", "polygon", "ellipse", "and", "or", "not", "custom")
+
+
+class _Loader:
+    def __init__(self, path: Path, doc: dict[str, Any]):
+        self.path = path
+        self.doc = doc
+        self.transforms: dict[str, Transform | Ratio] = {}
+        self.compensations: dict[str, Compensation] = {}
+        self.default_comp = FROM_FILE
+
+    def fail(self, where: str, message: str) -> StrategyError:
+        return StrategyError(f"{self.path}: {where}: {message}")
+
+    def load(self) -> Strategy:
+        doc = self.doc
+        unknown = set(doc) - {"name", "description", "compensation", "transforms", "populations"}
+        if unknown:
+            raise self.fail(
+                "top level",
+                f"unknown keys {sorted(unknown)}; expected name, "
+                "description, compensation, transforms, populations",
+            )
+        self._compensation(doc.get("compensation", FROM_FILE))
+        for tid, spec in (doc.get("transforms") or {}).items():
+            self.transforms[str(tid)] = self._transform(str(tid), spec)
+        pops_doc = doc.get("populations")
+        if not isinstance(pops_doc, list) or not pops_doc:
+            raise self.fail("populations", "expected a list of populations")
+        populations: list[Population] = []
+        for k, entry in enumerate(pops_doc, start=1):
+            populations.extend(self._entry(k, entry))
+        try:
+            return Strategy(
+                populations,
+                self.transforms,
+                self.compensations,
+                name=str(doc.get("name", self.path.stem)),
+                source=str(self.path),
+            )
+        except GatingError as exc:
+            if str(exc).startswith(str(self.path)):
+                raise
+            raise StrategyError(f"{self.path}: {exc}") from None
+
+    def _compensation(self, spec: Any) -> None:
+        text = str(spec).strip()
+        if text.lower() in ("fcs", "file", "spillover"):
+            self.default_comp = FROM_FILE
+        elif text.lower() in ("none", "uncompensated", "false"):
+            self.default_comp = UNCOMPENSATED
+        else:
+            csv_path = (self.path.parent / text).resolve()
+            if not csv_path.is_file():
+                raise self.fail(
+                    "compensation",
+                    f"{text!r} is neither FCS, uncompensated nor an "
+                    f"existing CSV matrix ({csv_path} not found)",
+                )
+            comp = Compensation.from_csv(csv_path)
+            self.compensations[comp.id] = comp
+            self.default_comp = comp.id
+
+    def _transform(self, tid: str, spec: Any) -> Transform | Ratio:
+        where = f"transform {tid!r}"
+        if not isinstance(spec, dict) or len(spec) != 1:
+            raise self.fail(
+                where,
+                f"expected one of {sorted(TRANSFORMS)} or ratio with its "
+                "parameters, e.g. {logicle: {T: 262144, W: 0.5, M: 4.5, A: 0}}",
+            )
+        ((kind, params),) = spec.items()
+        params = params or {}
+        try:
+            if kind == "ratio":
+                return Ratio(
+                    str(params.pop("numerator")),
+                    str(params.pop("denominator")),
+                    **{k: float(v) for k, v in params.items()},
+                )
+            return make_transform(str(kind), **params)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise self.fail(where, f"bad parameters {params!r} ({exc})") from None
+
+    def _dimension(self, where: str, spec: Any, transform: str | None) -> Dimension:
+        if isinstance(spec, (str, int, float)):
+            return Dimension(str(spec), self.default_comp, transform)
+        if isinstance(spec, dict) and "name" in spec:
+            comp = spec.get("compensation", self.default_comp)
+            comp = {"none": UNCOMPENSATED, "fcs": FROM_FILE}.get(str(comp).lower(), str(comp))
+            tr = spec.get("transform", transform)
+            ratio = str(spec["name"]) in self.transforms and isinstance(
+                self.transforms[str(spec["name"])], Ratio
+            )
+            return Dimension(str(spec["name"]), comp, None if tr is None else str(tr), ratio)
+        raise self.fail(
+            where,
+            f"a dimension is a marker/channel name or {{name: ..., transform: "
+            f"..., compensation: ...}}, got {spec!r}",
+        )
+
+    def _entry(self, k: int, entry: Any) -> list[Population]:
+        if isinstance(entry, dict) and "quadrant" in entry:
+            return self._quadrant(k, entry["quadrant"])
+        if not isinstance(entry, dict) or "name" not in entry or "gate" not in entry:
+            raise self.fail(
+                f"population {k}", "expected a mapping with name, gate (and parent), or a quadrant"
+            )
+        name = str(entry["name"])
+        where = f"population {name!r}"
+        unknown = set(entry) - {"name", "gate", "parent", "label", "description"}
+        if unknown:
+            raise self.fail(where, f"unknown keys {sorted(unknown)}")
+        parent = entry.get("parent")
+        gate = self._gate(where, entry["gate"])
+        label = entry.get("label")
+        return [
+            Population(
+                name,
+                gate,
+                None if parent is None else str(parent),
+                None if label is None else str(label),
+            )
+        ]
+
+    def _gate(self, where: str, spec: Any) -> Gate:
+        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in _GATE_KEYS:
+            raise self.fail(
+                where,
+                f"gate must be one of {list(_GATE_KEYS)}, e.g. "
+                "{range: {dimension: CD3, min: 0.35}}",
+            )
+        ((kind, body),) = spec.items()
+        try:
+            if kind in ("and", "or"):
+                return BooleanGate(kind, tuple(self._operand(where, o) for o in body))
+            if kind == "not":
+                return BooleanGate("not", ((str(body), False),))
+            if not isinstance(body, dict):
+                raise self.fail(where, f"{kind} gate needs a mapping of its parameters")
+            tr = body.get("transform")
+            tr = None if tr is None else str(tr)
+            if kind == "range":
+                dim = self._dimension(where, body["dimension"], tr)
+                return RectangleGate((dim,), (body.get("min"),), (body.get("max"),))
+            if kind == "rectangle":
+                dims = tuple(self._dimension(where, d, tr) for d in body["dimensions"])
+                mins = body.get("min") or [None] * len(dims)
+                maxs = body.get("max") or [None] * len(dims)
+                return RectangleGate(dims, tuple(mins), tuple(maxs))
+            if kind == "polygon":
+                dims = (
+                    self._dimension(where, body["x"], tr),
+                    self._dimension(where, body["y"], tr),
+                )
+                return PolygonGate(dims, tuple(tuple(v) for v in body["vertices"]))
+            if kind == "ellipse":
+                dims = tuple(self._dimension(where, d, tr) for d in body["dimensions"])
+                return EllipsoidGate(
+                    dims,
+                    tuple(body["mean"]),
+                    tuple(map(tuple, body["covariance"])),
+                    body.get("distance_square", 1.0),
+                )
+            dims = tuple(self._dimension(where, d, tr) for d in body.get("dimensions", []))
+            params = dict(body.get("params") or {})
+            return make_registered(str(body["function"]), dims, params)
+        except StrategyError:
+            raise
+        except KeyError as exc:
+            raise self.fail(where, f"{kind} gate lacks {exc.args[0]!r}") from None
+        except (GatingError, TypeError, ValueError) as exc:
+            raise self.fail(where, str(exc)) from None
+
+    def _operand(self, where: str, op: Any) -> tuple[str, bool]:
+        if isinstance(op, dict) and set(op) == {"not"}:
+            return str(op["not"]), True
+        if isinstance(op, (str, int)):
+            return str(op), False
+        raise self.fail(
+            where, f"boolean operands are population names or {{not: name}}, got {op!r}"
+        )
+
+    def _quadrant(self, k: int, body: Any) -> list[Population]:
+        where = f"quadrant {k}"
+        try:
+            tr = body.get("transform")
+            x = self._dimension(where, body["x"], tr)
+            y = self._dimension(where, body["y"], tr)
+            cx, cy = (float(v) for v in body["at"])
+            parent = body.get("parent")
+            out = []
+            for name, signs in body["populations"].items():
+                signs = str(signs)
+                if len(signs) != 2 or set(signs) - {"+", "-"}:
+                    raise self.fail(
+                        where,
+                        f"population {name!r}: position {signs!r} must be two of "
+                        "'+'/'-' (x then y), e.g. '+-'",
+                    )
+                lo_hi = [(c, None) if s == "+" else (None, c) for s, c in zip(signs, (cx, cy))]
+                gate = RectangleGate((x, y), (lo_hi[0][0], lo_hi[1][0]), (lo_hi[0][1], lo_hi[1][1]))
+                out.append(Population(str(name), gate, None if parent is None else str(parent)))
+            return out
+        except StrategyError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise self.fail(
+                where,
+                f"needs x, y, at: [x cut, y cut] and populations: {{name: '+-', "
+                f"...}} ({type(exc).__name__}: {exc})",
+            ) from None
+
+
+def load_yaml(path: str | os.PathLike) -> Strategy:
+    """Read a strategy file; StrategyError naming the file and the population at fault."""
+    import yaml
+
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StrategyError(f"{path}: strategy file not found") from None
+    except yaml.YAMLError as exc:
+        raise StrategyError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(doc, dict):
+        raise StrategyError(f"{path}: a strategy file is a mapping with populations")
+    return _Loader(path, doc).load()
+
+
+def _dim_doc(d: Dimension, default_comp: str) -> Any:
+    if d.transform is None and d.compensation == default_comp and not d.ratio:
+        return d.name
+    out: dict[str, Any] = {"name": d.name}
+    if d.transform is not None:
+        out["transform"] = d.transform
+    if d.compensation != default_comp:
+        out["compensation"] = d.compensation
+    return out
+
+
+def strategy_to_dict(strategy: Strategy) -> dict[str, Any]:
+    """A strategy as the plain data of its YAML form (quadrants become rectangles)."""
+    comps = set(strategy.compensations)
+    if len(comps) > 1:
+        raise StrategyError("the YAML format holds one compensation matrix per strategy")
+    default_comp = next(iter(comps)) if comps else FROM_FILE
+    doc: dict[str, Any] = {"name": strategy.name or "strategy"}
+    doc["compensation"] = "FCS" if default_comp == FROM_FILE else f"{default_comp}.csv"
+    transforms = {}
+    for tid, tr in strategy.transforms.items():
+        if isinstance(tr, Ratio):
+            transforms[tid] = {
+                "ratio": {"numerator": tr.numerator, "denominator": tr.denominator, **tr.params()}
+            }
+        else:
+            transforms[tid] = {tr.kind: tr.params()}
+    if transforms:
+        doc["transforms"] = transforms
+    pops = []
+    for p in strategy.populations:
+        g = p.gate
+        entry: dict[str, Any] = {"name": p.name}
+        if p.parent is not None:
+            entry["parent"] = p.parent
+        if p.label is not None:
+            entry["label"] = p.label
+        dims = [_dim_doc(d, default_comp) for d in g.dimensions]
+        if isinstance(g, RectangleGate):
+            entry["gate"] = (
+                {"range": {"dimension": dims[0], "min": g.mins[0], "max": g.maxs[0]}}
+                if len(dims) == 1
+                else {"rectangle": {"dimensions": dims, "min": list(g.mins), "max": list(g.maxs)}}
+            )
+        elif isinstance(g, PolygonGate):
+            entry["gate"] = {
+                "polygon": {"x": dims[0], "y": dims[1], "vertices": [list(v) for v in g.vertices]}
+            }
+        elif isinstance(g, EllipsoidGate):
+            entry["gate"] = {
+                "ellipse": {
+                    "dimensions": dims,
+                    "mean": list(g.mean),
+                    "covariance": [list(r) for r in g.covariance],
+                    "distance_square": g.distance_square,
+                }
+            }
+        elif isinstance(g, BooleanGate):
+            ops = [{"not": r} if c else r for r, c in g.operands]
+            entry["gate"] = {"not": g.operands[0][0]} if g.op == "not" else {g.op: ops}
+        elif isinstance(g, FunctionGate):
+            entry["gate"] = {
+                "custom": {"function": g.function, "dimensions": dims, "params": dict(g.params)}
+            }
+        else:
+            raise StrategyError(f"population {p.name!r}: {type(g).__name__} has no YAML form")
+        pops.append(entry)
+    doc["populations"] = pops
+    return doc
+
+
+def dump_yaml(strategy: Strategy, path: str | os.PathLike) -> None:
+    """Write a strategy in the YAML format (compensation matrices are written beside it as CSV)."""
+    import yaml
+
+    path = Path(path)
+    for comp in strategy.compensations.values():
+        if comp.fluorochromes != comp.detectors:
+            raise StrategyError(
+                f"compensation {comp.id!r} unmixes into other names than its "
+                "detectors; the CSV form cannot hold it (use Gating-ML)"
+            )
+        with (path.parent / f"{comp.id}.csv").open("w", encoding="utf-8") as f:
+            f.write(",".join(comp.detectors) + "\n")
+            for row in comp.matrix:
+                f.write(",".join(repr(float(v)) for v in row) + "\n")
+    path.write_text(
+        yaml.safe_dump(strategy_to_dict(strategy), sort_keys=False, allow_unicode=True),
+        encoding="utf-8",
+    )
