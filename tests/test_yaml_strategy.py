@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import textwrap
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -202,3 +204,40 @@ def test_custom_gates_by_registered_name(tmp_path, sample):
     )
     with pytest.raises(GatingError, match="must return a bool array"):
         Strategy.load(path).apply(sample)
+
+
+def test_custom_gate_subclass_from_python_and_yaml(tmp_path, sample):
+    from gating import Dimension, Gate, Population
+
+    @register_gate("test_band")
+    @dataclass(frozen=True)
+    class Band(Gate):
+        """Events whose first dimension lies within `width` of `centre`."""
+
+        kind: ClassVar[str] = "band"
+        dimensions: tuple
+        centre: float = 0.0
+        width: float = 1.0
+
+        def contains(self, values):
+            return np.abs(values[:, 0] - self.centre) <= self.width
+
+        def geometry(self):
+            return {"centre": self.centre, "width": self.width}
+
+    fsc = sample.events[:, 0].astype(np.float64)
+    expected = np.abs(fsc - 60000) <= 5000
+    direct = Strategy([Population("band", Band((Dimension("FSC-A"),), 60000, 5000))])
+    assert np.array_equal(direct.apply(sample).mask("band"), expected)
+    path = _write(
+        tmp_path,
+        """
+        populations:
+          - name: band
+            gate: {custom: {function: test_band, dimensions: [FSC-A],
+                            params: {centre: 60000, width: 5000}}}
+    """,
+    )
+    result = Strategy.load(path).apply(sample)
+    assert np.array_equal(result.mask("band"), expected)
+    assert result.geometry()["band"]["width"] == 5000
