@@ -135,6 +135,33 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulate import simulate
+
+    total = 3 * (6 if args.preset == "whim-trial" else args.specimens)
+    done = [0]
+
+    def progress(name: str) -> None:
+        done[0] += 1
+        if not args.quiet:
+            print(f"[{done[0]}/{total}] {name}", file=sys.stderr)
+
+    manifest = simulate(
+        args.out,
+        preset=args.preset,
+        seed=args.seed,
+        drift=args.drift,
+        n_healthy=args.specimens,
+        events=(args.min_events, args.max_events),
+        progress=progress,
+    )
+    print(
+        f"wrote {len(manifest)} FCS files, manifest.csv and truth.csv to {args.out} "
+        f"({args.preset}, seed {args.seed}; simulated specimens, not patient data)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cytowhim",
@@ -171,6 +198,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", metavar="DIR", help="write one CSV per file into DIR")
     p.add_argument("--medians", action="store_true", help="add median fluorescence per marker")
     p.set_defaults(func=cmd_gate)
+
+    p = sub.add_parser(
+        "simulate",
+        help="synthetic specimens with known truth (FCS files, manifest.csv, truth.csv)",
+        description="Simulate lysed whole-blood specimens: a T-cell, a B/NK and a monocyte tube "
+        "per specimen (each its own panel and channel names, with spillover, detector noise and "
+        "instrument drift), the CBC in manifest.csv and the true events and cells/µL of every "
+        "population in truth.csv. Presets: whim-trial (3 patients x baseline and peak, matching "
+        "Table 1 of the plerixafor study) and healthy (counts inside the reference intervals).",
+    )
+    p.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--preset", choices=["whim-trial", "healthy"], default="whim-trial")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
+    p.add_argument(
+        "--drift",
+        type=float,
+        default=0.3,
+        help="largest relative instrument drift between tubes (default 0.3 = ±30%%)",
+    )
+    p.add_argument("--specimens", type=int, default=3, help="healthy donors (healthy preset)")
+    p.add_argument("--min-events", type=int, default=60_000, help="fewest events per tube")
+    p.add_argument("--max-events", type=int, default=120_000, help="most events per tube")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_simulate)
     return parser
 
 

@@ -1,0 +1,200 @@
+"""Cell types of lysed whole blood: scatter, marker levels, and which populations they make up.
+
+Levels are median fluorescence after compensation (linear units); each cell's value is
+log-normal around it. Populations are named as in Table 1 of CLINICAL.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+NEG, DIM, INT, POS, BRIGHT = 0.0, 700.0, 2500.0, 7000.0, 25000.0
+
+# scatter class -> (FSC-A mean, FSC-A sd, SSC-A mean, SSC-A sd)
+SCATTER = {
+    "lymph": (62_000.0, 5_500.0, 11_000.0, 2_200.0),
+    "mono": (98_000.0, 8_000.0, 42_000.0, 6_000.0),
+    "neut": (115_000.0, 9_000.0, 120_000.0, 14_000.0),
+    "eos": (108_000.0, 9_000.0, 165_000.0, 15_000.0),
+}
+
+
+@dataclass(frozen=True)
+class CellType:
+    name: str
+    scatter: str  # key of SCATTER
+    levels: dict[str, float] = field(default_factory=dict)  # marker -> median level (else NEG)
+
+    def level(self, marker: str) -> float:
+        return self.levels.get(marker, NEG)
+
+
+def _t(
+    name: str, coreceptor: str | None, ra: float, ccr7: float, cd62l: float, cd27: float
+) -> CellType:
+    levels = {
+        "CD45": BRIGHT,
+        "CD3": 9000.0,
+        "CD45RA": ra,
+        "CCR7": ccr7,
+        "CD62L": cd62l,
+        "CD27": cd27,
+    }
+    if coreceptor == "CD4":
+        levels["CD4"] = POS
+    elif coreceptor == "CD8":
+        levels["CD8"] = BRIGHT
+    return CellType(name, "lymph", levels)
+
+
+CELL_TYPES: dict[str, CellType] = {
+    c.name: c
+    for c in [
+        _t("cd4_naive", "CD4", POS, INT, POS, POS),
+        _t("cd4_temra", "CD4", POS, NEG, NEG, NEG),
+        _t("cd4_cm", "CD4", NEG, INT, POS, POS),
+        _t("cd4_em", "CD4", NEG, NEG, NEG, DIM),
+        _t("cd4_tm", "CD4", NEG, INT, NEG, POS),  # CCR7+CD62L-: memory, neither CM nor EM
+        _t("cd4_pm", "CD4", NEG, NEG, POS, POS),  # CCR7-CD62L+
+        _t("cd8_naive", "CD8", POS, INT, POS, POS),
+        _t("cd8_temra", "CD8", POS, NEG, NEG, NEG),
+        _t("cd8_cm", "CD8", NEG, INT, POS, POS),
+        _t("cd8_em", "CD8", NEG, NEG, NEG, DIM),
+        _t("cd8_tm", "CD8", NEG, INT, NEG, POS),
+        _t("cd8_pm", "CD8", NEG, NEG, POS, POS),
+        _t("t_dn", None, POS, INT, POS, POS),
+        CellType(
+            "nk_bright",
+            "lymph",
+            {"CD45": BRIGHT, "CD56": 30_000.0, "CD16": DIM, "CD45RA": POS, "CD62L": POS},
+        ),
+        CellType(
+            "nk_dim", "lymph", {"CD45": BRIGHT, "CD56": 5_000.0, "CD16": BRIGHT, "CD45RA": POS}
+        ),
+        CellType(
+            "b_memory",
+            "lymph",
+            {"CD45": BRIGHT, "CD19": POS, "CD27": POS, "IgM": DIM, "HLA-DR": POS, "CD62L": POS},
+        ),
+        CellType(
+            "b_transitional",
+            "lymph",
+            {
+                "CD45": BRIGHT,
+                "CD19": POS,
+                "IgD": POS,
+                "IgM": BRIGHT,
+                "CD45RA": POS,
+                "HLA-DR": POS,
+                "CD62L": POS,
+                "CCR7": INT,
+            },
+        ),
+        CellType(
+            "b_immature",
+            "lymph",
+            {"CD45": BRIGHT, "CD19": POS, "IgM": POS, "CD45RA": POS, "HLA-DR": POS},
+        ),
+        CellType(
+            "b_igd_only",
+            "lymph",
+            {
+                "CD45": BRIGHT,
+                "CD19": POS,
+                "IgD": POS,
+                "CD45RA": POS,
+                "HLA-DR": POS,
+                "CD62L": POS,
+                "CCR7": INT,
+            },
+        ),
+        CellType(
+            "mono_classical",
+            "mono",
+            {"CD45": 10_000.0, "CD14": 30_000.0, "CD4": DIM, "HLA-DR": POS},
+        ),
+        CellType(
+            "mono_intermediate",
+            "mono",
+            {"CD45": 11_000.0, "CD14": 22_000.0, "CD16": POS, "CD4": DIM, "HLA-DR": BRIGHT},
+        ),
+        CellType(
+            "mono_nonclassical",
+            "mono",
+            {"CD45": 11_000.0, "CD14": INT, "CD16": BRIGHT, "CD4": DIM, "HLA-DR": POS},
+        ),
+        CellType("neutrophil", "neut", {"CD45": INT, "CD16": BRIGHT, "CD14": 250.0}),
+        CellType("eosinophil", "eos", {"CD45": 5_000.0}),
+    ]
+}
+
+CD4_T = ("cd4_naive", "cd4_temra", "cd4_cm", "cd4_em", "cd4_tm", "cd4_pm")
+CD8_T = tuple(n.replace("cd4", "cd8") for n in CD4_T)
+NK = ("nk_bright", "nk_dim")
+B = ("b_memory", "b_transitional", "b_immature", "b_igd_only")
+MONO = ("mono_classical", "mono_intermediate", "mono_nonclassical")
+LYMPH = (*CD4_T, *CD8_T, "t_dn", *NK, *B)
+
+
+@dataclass(frozen=True)
+class PopulationDef:
+    """A population as the set of cell types in it, its CBC base, and the markers a tube needs."""
+
+    name: str
+    cells: tuple[str, ...]
+    base: str  # lymphocytes | monocytes | neutrophils | CD45+
+    markers: tuple[str, ...]
+
+
+POPULATIONS: tuple[PopulationDef, ...] = (
+    PopulationDef(
+        "CD45+ leukocytes", (*LYMPH, *MONO, "neutrophil", "eosinophil"), "CD45+", ("CD45",)
+    ),
+    PopulationDef("lymphocytes", LYMPH, "lymphocytes", ("CD45",)),
+    PopulationDef("monocytes (scatter)", MONO, "monocytes", ("CD45",)),
+    PopulationDef("neutrophils", ("neutrophil",), "neutrophils", ("CD45",)),
+    PopulationDef("T cells", (*CD4_T, *CD8_T, "t_dn"), "lymphocytes", ("CD3",)),
+    PopulationDef("CD4+ T cells", CD4_T, "lymphocytes", ("CD3", "CD4", "CD8")),
+    PopulationDef("CD4 naive", CD4_T[:2], "lymphocytes", ("CD3", "CD4", "CD8", "CD45RA")),
+    PopulationDef("CD4 memory", CD4_T[2:], "lymphocytes", ("CD3", "CD4", "CD8", "CD45RA")),
+    PopulationDef(
+        "CD4 central memory",
+        ("cd4_cm",),
+        "lymphocytes",
+        ("CD3", "CD4", "CD8", "CD45RA", "CCR7", "CD62L"),
+    ),
+    PopulationDef(
+        "CD4 effector memory",
+        ("cd4_em",),
+        "lymphocytes",
+        ("CD3", "CD4", "CD8", "CD45RA", "CCR7", "CD62L"),
+    ),
+    PopulationDef("CD8+ T cells", CD8_T, "lymphocytes", ("CD3", "CD4", "CD8")),
+    PopulationDef("CD8 naive", CD8_T[:2], "lymphocytes", ("CD3", "CD4", "CD8", "CD45RA")),
+    PopulationDef("CD8 memory", CD8_T[2:], "lymphocytes", ("CD3", "CD4", "CD8", "CD45RA")),
+    PopulationDef(
+        "CD8 central memory",
+        ("cd8_cm",),
+        "lymphocytes",
+        ("CD3", "CD4", "CD8", "CD45RA", "CCR7", "CD62L"),
+    ),
+    PopulationDef(
+        "CD8 effector memory",
+        ("cd8_em",),
+        "lymphocytes",
+        ("CD3", "CD4", "CD8", "CD45RA", "CCR7", "CD62L"),
+    ),
+    PopulationDef("NK cells", NK, "lymphocytes", ("CD3", "CD56")),
+    PopulationDef("B cells", B, "lymphocytes", ("CD19",)),
+    PopulationDef("memory B cells", ("b_memory",), "lymphocytes", ("CD19", "CD27")),
+    PopulationDef("CD27− B cells", B[1:], "lymphocytes", ("CD19", "CD27")),
+    PopulationDef(
+        "transitional B cells", ("b_transitional",), "lymphocytes", ("CD19", "CD27", "IgD", "IgM")
+    ),
+    PopulationDef(
+        "immature B cells", ("b_immature",), "lymphocytes", ("CD19", "CD27", "IgD", "IgM")
+    ),
+    PopulationDef("monocytes", MONO, "monocytes", ("CD14",)),
+    PopulationDef("classical monocytes", ("mono_classical",), "monocytes", ("CD14", "CD16")),
+    PopulationDef("inflammatory monocytes", MONO[1:], "monocytes", ("CD14", "CD16")),
+)
