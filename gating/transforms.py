@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
@@ -181,3 +182,165 @@ def make_transform(kind: str, **params: float) -> Transform:
     except KeyError:
         raise ValueError(f"unknown transform {kind!r}; known: {sorted(TRANSFORMS)}") from None
     return cls(**{k: float(v) for k, v in params.items()})
+
+
+# --- FlowJo's own scales -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableTransform(Transform):
+    """A scale given as a lookup table: ``raw`` values (increasing) and their ``scaled`` values,
+    interpolated linearly in between. Values beyond the table sit at its ends, as events beyond a
+    FlowJo axis are drawn on the axis (FlowJo 9's calibration tables)."""
+
+    kind: ClassVar[str] = "table"
+    monotonic: ClassVar[bool] = False  # flat beyond the ends of the table
+    raw: tuple[float, ...] = ()
+    scaled: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        raw = np.asarray(self.raw, dtype=np.float64)
+        scaled = np.asarray(self.scaled, dtype=np.float64)
+        if raw.ndim != 1 or raw.shape != scaled.shape or raw.size < 2:
+            raise ValueError(
+                f"a lookup table needs two equally long sequences of at least 2 values, got "
+                f"{raw.shape} raw and {scaled.shape} scaled"
+            )
+        if not (np.all(np.diff(raw) > 0) and np.all(np.diff(scaled) > 0)):
+            raise ValueError("a lookup table must increase strictly in both raw and scaled values")
+        object.__setattr__(self, "raw", tuple(raw.tolist()))
+        object.__setattr__(self, "scaled", tuple(scaled.tolist()))
+
+    def apply(self, x):
+        return np.interp(np.asarray(x, dtype=np.float64), self.raw, self.scaled)
+
+    def inverse(self, y):
+        return np.interp(np.asarray(y, dtype=np.float64), self.scaled, self.raw)
+
+    def params(self) -> dict[str, float]:
+        return {
+            "points": float(len(self.raw)),
+            "raw_min": self.raw[0],
+            "raw_max": self.raw[-1],
+            "scaled_min": self.scaled[0],
+            "scaled_max": self.scaled[-1],
+        }
+
+
+@dataclass(frozen=True)
+class FlowJoLog(Transform):
+    """FlowJo 10's log scale: (log10(x) - log10(offset)) / decades, 0 at ``offset`` and 1 at
+    offset * 10**decades; values below ``offset`` sit at 0 (FlowJo draws them on the axis)."""
+
+    kind: ClassVar[str] = "flowjo_log"
+    monotonic: ClassVar[bool] = False  # flat below offset
+    offset: float = 1.0
+    decades: float = 4.5
+
+    def __post_init__(self) -> None:
+        if not (self.offset > 0 and self.decades > 0):
+            raise ValueError(
+                f"FlowJo log needs offset > 0 and decades > 0, got {self.offset}, {self.decades}"
+            )
+
+    def apply(self, x):
+        x = np.maximum(np.asarray(x, dtype=np.float64), self.offset)
+        return (np.log10(x) - math.log10(self.offset)) / self.decades
+
+    def inverse(self, y):
+        return self.offset * np.power(10.0, np.asarray(y, dtype=np.float64) * self.decades)
+
+
+def _biex_negative_range(b: float, w: float) -> float:
+    """Root d in (0, b] of 2 ln(d) + w d = 2 ln(b) - w b (FlowJo's biex 'log root'), by bisection
+    to machine precision (FlowJo iterates Newton steps to the same root)."""
+    if w == 0:
+        return b
+    fb = -2.0 * math.log(b) + w * b
+    lo, hi = 0.0, b
+    while True:
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            return mid
+        if 2.0 * math.log(mid) + w * mid + fb < 0:
+            lo = mid
+        else:
+            hi = mid
+
+
+def flowjo_biex_table(
+    negative: float, width: float, positive: float, max_value: float, channel_range: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """FlowJo's biexponential lookup table: raw values for channels 0..channel_range.
+
+    FlowJo's own algorithm (TreeStar's Java, as ported in cytolib and FlowKit): ``width`` is the
+    (negative) width basis, ``positive`` the decades, ``negative`` the extra negative decades,
+    ``max_value`` the raw value of the top channel. Returns (raw, channels), both increasing.
+    """
+    if not width < 0:
+        raise ValueError(f"FlowJo biex width basis must be negative, got {width}")
+    w = math.log10(-width)
+    decades = positive - w / 2
+    extra = max(negative, 0.0) + w / 2
+    zero = min(int(extra * channel_range / (extra + decades)), channel_range // 2)
+    if zero > 0:
+        decades = extra * channel_range / zero
+    w /= 2 * decades
+    positive_range = LN10 * decades
+    minimum = max_value / math.exp(positive_range)
+    negative_range = _biex_negative_range(positive_range, w)
+
+    n = channel_range + 1
+    channels = np.arange(n, dtype=np.float64)
+    pos = np.exp(channels / n * positive_range)
+    neg = np.exp(channels / n * -negative_range)
+    neg *= math.exp((positive_range + negative_range) * (w + extra / decades))
+    raw = pos.copy()
+    shift = pos[zero] - neg[zero]
+    raw[zero:] = minimum * (pos[zero:] - neg[zero:] - shift)
+    below = np.arange(zero)
+    raw[below] = -raw[2 * zero - below]
+    return raw, channels
+
+
+@dataclass(frozen=True)
+class FlowJoBiex(Transform):
+    """FlowJo's biexponential scale ('biex'), which is not Gating-ML's logicle: FlowJo's lookup
+    table (:func:`flowjo_biex_table`) from raw values to channels 0..``channel_range``, linear in
+    between, values beyond the table at its ends. Parameters as FlowJo writes them: ``negative``
+    (extra negative decades), ``width`` (width basis, negative), ``positive`` (decades),
+    ``max_value`` (FlowJo's maxRange)."""
+
+    kind: ClassVar[str] = "flowjo_biex"
+    monotonic: ClassVar[bool] = False  # flat beyond the table
+    negative: float = 0.0
+    width: float = -10.0
+    positive: float = 4.41854
+    max_value: float = 262144.0
+    channel_range: float = 4096.0
+
+    def __post_init__(self) -> None:
+        if not (self.width < 0 and self.positive > 0 and self.max_value > 0):
+            raise ValueError(
+                "FlowJo biex needs width < 0, positive > 0 and max_value > 0, got "
+                f"width={self.width}, positive={self.positive}, max_value={self.max_value}"
+            )
+        if self.channel_range < 2 or self.channel_range != int(self.channel_range):
+            raise ValueError("FlowJo biex channel_range must be an integer >= 2")
+
+    @cached_property
+    def _table(self) -> tuple[np.ndarray, np.ndarray]:
+        return flowjo_biex_table(
+            self.negative, self.width, self.positive, self.max_value, int(self.channel_range)
+        )
+
+    def apply(self, x):
+        raw, channels = self._table
+        return np.interp(np.asarray(x, dtype=np.float64), raw, channels)
+
+    def inverse(self, y):
+        raw, channels = self._table
+        return np.interp(np.asarray(y, dtype=np.float64), channels, raw)
+
+
+TRANSFORMS.update({cls.kind: cls for cls in (FlowJoLog, FlowJoBiex)})

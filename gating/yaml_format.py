@@ -46,7 +46,21 @@ from .gates import (
 from .strategy import Population, Strategy
 from .transforms import TRANSFORMS, Ratio, Transform, make_transform
 
-_GATE_KEYS = ("range", "rectangle", "polygon", "ellipse", "and", "or", "not", "custom")
+_GATE_KEYS = (
+    "range",
+    "rectangle",
+    "polygon",
+    "ellipse",
+    "and",
+    "or",
+    "not",
+    "custom",
+    "threshold",
+    "singlets",
+    "scatter_cluster",
+    "quantile",
+    "tail",
+)
 
 
 class _Loader:
@@ -150,6 +164,8 @@ class _Loader:
     def _entry(self, k: int, entry: Any) -> list[Population]:
         if isinstance(entry, dict) and "quadrant" in entry:
             return self._quadrant(k, entry["quadrant"])
+        if isinstance(entry, dict) and "scatter" in entry:
+            return self._scatter(k, entry["scatter"])
         if not isinstance(entry, dict) or "name" not in entry or "gate" not in entry:
             raise self.fail(
                 f"population {k}", "expected a mapping with name, gate (and parent), or a quadrant"
@@ -202,6 +218,8 @@ class _Loader:
                     self._dimension(where, body["y"], tr),
                 )
                 return PolygonGate(dims, tuple(tuple(v) for v in body["vertices"]))
+            if kind in ("threshold", "singlets", "scatter_cluster", "quantile", "tail"):
+                return self._adaptive(where, kind, body, tr)
             if kind == "ellipse":
                 dims = tuple(self._dimension(where, d, tr) for d in body["dimensions"])
                 return EllipsoidGate(
@@ -220,6 +238,39 @@ class _Loader:
         except (GatingError, TypeError, ValueError) as exc:
             raise self.fail(where, str(exc)) from None
 
+    def _adaptive(self, where: str, kind: str, body: dict[str, Any], tr: str | None) -> Gate:
+        from . import adaptive as ad
+
+        def dims(*keys: str) -> tuple[Dimension, ...]:
+            return tuple(self._dimension(where, body[k], tr) for k in keys)
+
+        if kind == "threshold":
+            sign = str(body.get("sign", "+"))
+            if sign not in ("+", "-"):
+                raise self.fail(where, f"threshold sign must be '+' or '-', got {sign!r}")
+            return ad.ThresholdGate(
+                dims("dimension"),
+                sign == "+",
+                tuple(float(v) for v in body.get("search", (0.2, 0.8))),
+                _opt_float(body.get("fallback")),
+                str(body.get("prefer", "deepest")),
+            )
+        if kind == "singlets":
+            return ad.SingletGate(dims("area", "height"), float(body.get("width", 4.0)))
+        if kind == "scatter_cluster":
+            return ad.ScatterClusterGate(
+                dims("x", "y"),
+                tuple(float(v) for v in body["target"]),
+                int(body.get("components", 5)),
+                float(body.get("max_distance2", 16.0)),
+                float(body.get("max_offset", 0.5)),
+            )
+        if kind == "quantile":
+            return ad.QuantileGate(
+                dims("dimension"), float(body.get("lower", 0.0)), _opt_float(body.get("upper"))
+            )
+        return ad.TailGate(dims("dimension"), float(body.get("k", 3.0)))
+
     def _operand(self, where: str, op: Any) -> tuple[str, bool]:
         if isinstance(op, dict) and set(op) == {"not"}:
             return str(op["not"]), True
@@ -229,13 +280,56 @@ class _Loader:
             where, f"boolean operands are population names or {{not: name}}, got {op!r}"
         )
 
+    def _scatter(self, k: int, body: Any) -> list[Population]:
+        """Sibling scatter populations from one mixture fit: {name: expected [x, y] centre}."""
+        from .adaptive import ScatterClusterGate
+
+        where = f"scatter {k}"
+        try:
+            tr = body.get("transform")
+            dims = (self._dimension(where, body["x"], tr), self._dimension(where, body["y"], tr))
+            parent = body.get("parent")
+            names, targets, required = [], [], []
+            for name, spec in body["populations"].items():
+                names.append(str(name))
+                if isinstance(spec, dict):  # {at: [x, y], required: false}
+                    targets.append(tuple(float(v) for v in spec["at"]))
+                    required.append(bool(spec.get("required", True)))
+                else:
+                    targets.append(tuple(float(v) for v in spec))
+                    required.append(True)
+            return [
+                Population(
+                    name,
+                    ScatterClusterGate(
+                        dims,
+                        tuple(targets),
+                        i,
+                        int(body.get("components", 6)),
+                        float(body.get("max_distance2", 16.0)),
+                        float(body.get("max_offset", 0.35)),
+                        required[i],
+                    ),
+                    None if parent is None else str(parent),
+                )
+                for i, name in enumerate(names)
+            ]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise self.fail(
+                where,
+                "needs x, y and populations: {name: [x, y] expected centre, "
+                f"...}} ({type(exc).__name__}: {exc})",
+            ) from None
+
     def _quadrant(self, k: int, body: Any) -> list[Population]:
         where = f"quadrant {k}"
         try:
             tr = body.get("transform")
             x = self._dimension(where, body["x"], tr)
             y = self._dimension(where, body["y"], tr)
-            cx, cy = (float(v) for v in body["at"])
+            auto = body["at"] == "auto"
+            if not auto:
+                cx, cy = (float(v) for v in body["at"])
             parent = body.get("parent")
             out = []
             for name, signs in body["populations"].items():
@@ -246,8 +340,22 @@ class _Loader:
                         f"population {name!r}: position {signs!r} must be two of "
                         "'+'/'-' (x then y), e.g. '+-'",
                     )
-                lo_hi = [(c, None) if s == "+" else (None, c) for s, c in zip(signs, (cx, cy))]
-                gate = RectangleGate((x, y), (lo_hi[0][0], lo_hi[1][0]), (lo_hi[0][1], lo_hi[1][1]))
+                if auto:
+                    from .adaptive import QuadrantThresholds
+
+                    search = body.get("search", [[0.2, 0.8], [0.2, 0.8]])
+                    fallback = body.get("fallback", [None, None])
+                    gate: Gate = QuadrantThresholds(
+                        (x, y),
+                        signs,
+                        tuple(tuple(float(v) for v in pair) for pair in search),
+                        tuple(_opt_float(v) for v in fallback),
+                    )
+                else:
+                    lo_hi = [(c, None) if s == "+" else (None, c) for s, c in zip(signs, (cx, cy))]
+                    gate = RectangleGate(
+                        (x, y), (lo_hi[0][0], lo_hi[1][0]), (lo_hi[0][1], lo_hi[1][1])
+                    )
                 out.append(Population(str(name), gate, None if parent is None else str(parent)))
             return out
         except StrategyError:
@@ -255,9 +363,13 @@ class _Loader:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise self.fail(
                 where,
-                f"needs x, y, at: [x cut, y cut] and populations: {{name: '+-', "
+                f"needs x, y, at: [x cut, y cut] or auto, and populations: {{name: '+-', "
                 f"...}} ({type(exc).__name__}: {exc})",
             ) from None
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
 
 
 def load_yaml(path: str | os.PathLike) -> Strategy:
@@ -288,7 +400,9 @@ def _dim_doc(d: Dimension, default_comp: str) -> Any:
 
 
 def strategy_to_dict(strategy: Strategy) -> dict[str, Any]:
-    """A strategy as the plain data of its YAML form (quadrants become rectangles)."""
+    """A strategy as the plain data of its YAML form (fixed quadrants become rectangles)."""
+    from . import adaptive as ad
+
     comps = set(strategy.compensations)
     if len(comps) > 1:
         raise StrategyError("the YAML format holds one compensation matrix per strategy")
@@ -336,6 +450,46 @@ def strategy_to_dict(strategy: Strategy) -> dict[str, Any]:
         elif isinstance(g, BooleanGate):
             ops = [{"not": r} if c else r for r, c in g.operands]
             entry["gate"] = {"not": g.operands[0][0]} if g.op == "not" else {g.op: ops}
+        elif isinstance(g, ad.QuadrantThresholds):
+            quad = {
+                "x": dims[0],
+                "y": dims[1],
+                "at": "auto",
+                "search": [list(v) for v in g.search],
+                "fallback": list(g.fallback),
+                "populations": {p.name: g.signs},
+            }
+            if p.parent is not None:
+                quad = {"parent": p.parent, **quad}
+            pops.append({"quadrant": quad})
+            continue
+        elif isinstance(g, ad.ThresholdGate):
+            entry["gate"] = {
+                "threshold": {
+                    "dimension": dims[0],
+                    "sign": "+" if g.positive else "-",
+                    "search": list(g.search),
+                    "fallback": g.fallback,
+                    "prefer": g.prefer,
+                }
+            }
+        elif isinstance(g, ad.SingletGate):
+            entry["gate"] = {"singlets": {"area": dims[0], "height": dims[1], "width": g.width}}
+        elif isinstance(g, ad.ScatterClusterGate):
+            entry["gate"] = {
+                "scatter_cluster": {
+                    "x": dims[0],
+                    "y": dims[1],
+                    "target": list(g.target),
+                    "components": g.components,
+                    "max_distance2": g.max_distance2,
+                    "max_offset": g.max_offset,
+                }
+            }
+        elif isinstance(g, ad.QuantileGate):
+            entry["gate"] = {"quantile": {"dimension": dims[0], "lower": g.lower, "upper": g.upper}}
+        elif isinstance(g, ad.TailGate):
+            entry["gate"] = {"tail": {"dimension": dims[0], "k": g.k}}
         elif isinstance(g, FunctionGate):
             entry["gate"] = {
                 "custom": {"function": g.function, "dimensions": dims, "params": dict(g.params)}

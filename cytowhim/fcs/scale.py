@@ -54,13 +54,16 @@ def parameter_scales(keywords: dict[str, str], channels: list[str]) -> list[Para
         parts = pne.split(",")
         if len(parts) == 2:
             decades, log0 = _float(parts[0], 0.0), _float(parts[1], 0.0)
+        is_time = channel.strip().lower() == "time"
         out.append(
             ParameterScale(
                 decades=decades,
                 log0=log0,
                 range=_float(keywords.get(f"$P{i}R"), 1.0) or 1.0,
-                gain=_float(keywords.get(f"$P{i}G"), 1.0),
-                timestep=timestep if channel.strip().lower() == "time" else 1.0,
+                # BD writes $PnG=0.01 for Time next to $TIMESTEP=0.01: time is scaled by
+                # $TIMESTEP only (as FlowJo, FlowKit and FlowIO do), never divided by a gain.
+                gain=1.0 if is_time else _float(keywords.get(f"$P{i}G"), 1.0),
+                timestep=timestep if is_time else 1.0,
             )
         )
     return out

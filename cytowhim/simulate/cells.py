@@ -121,7 +121,7 @@ CELL_TYPES: dict[str, CellType] = {
         CellType(
             "mono_nonclassical",
             "mono",
-            {"CD45": 11_000.0, "CD14": INT, "CD16": BRIGHT, "CD4": DIM, "HLA-DR": POS},
+            {"CD45": 11_000.0, "CD14": POS, "CD16": BRIGHT, "CD4": DIM, "HLA-DR": POS},
         ),
         CellType("neutrophil", "neut", {"CD45": INT, "CD16": BRIGHT, "CD14": 250.0}),
         CellType("eosinophil", "eos", {"CD45": 5_000.0}),
@@ -152,7 +152,8 @@ POPULATIONS: tuple[PopulationDef, ...] = (
     ),
     PopulationDef("lymphocytes", LYMPH, "lymphocytes", ("CD45",)),
     PopulationDef("monocytes (scatter)", MONO, "monocytes", ("CD45",)),
-    PopulationDef("neutrophils", ("neutrophil",), "neutrophils", ("CD45",)),
+    PopulationDef("granulocytes", ("neutrophil", "eosinophil"), "CD45+", ("CD45",)),
+    PopulationDef("neutrophils", ("neutrophil",), "neutrophils", ("CD45", "CD16")),
     PopulationDef("T cells", (*CD4_T, *CD8_T, "t_dn"), "lymphocytes", ("CD3",)),
     PopulationDef("CD4+ T cells", CD4_T, "lymphocytes", ("CD3", "CD4", "CD8")),
     PopulationDef("CD4 naive", CD4_T[:2], "lymphocytes", ("CD3", "CD4", "CD8", "CD45RA")),
