@@ -111,6 +111,13 @@ def cmd_gate(args: argparse.Namespace) -> int:
     try:
         per_sample = is_workspace(args.strategy)  # FlowJo: each file has its own gates
         shared = None if per_sample else read_strategy(args.strategy)
+        overrides = {}
+        if args.overrides:
+            from gating.overrides import load_overrides
+
+            if shared is None:
+                raise GatingError(f"{args.overrides}: overrides need a YAML or Gating-ML strategy")
+            overrides = load_overrides(args.overrides, shared)
     except (GatingError, OSError) as exc:
         _error(str(exc))
         return 2
@@ -119,6 +126,9 @@ def cmd_gate(args: argparse.Namespace) -> int:
         try:
             sample = read_fcs(path)
             strategy = shared or read_strategy(args.strategy, sample=Path(path).name)
+            pins = overrides.get(Path(path).name)
+            if pins:
+                strategy = strategy.pin(pins)
             table = strategy.apply(sample).stats(medians=args.medians)
         except (FCSError, GatingError, OSError) as exc:
             failed += 1
@@ -197,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", "-s", required=True, metavar="S", help="strategy file")
     p.add_argument("--out", "-o", metavar="DIR", help="write one CSV per file into DIR")
     p.add_argument("--medians", action="store_true", help="add median fluorescence per marker")
+    p.add_argument(
+        "--overrides",
+        metavar="O",
+        help="YAML file pinning gates for named files (recorded as overridden)",
+    )
     p.set_defaults(func=cmd_gate)
 
     p = sub.add_parser(

@@ -49,9 +49,12 @@ class Strategy:
         compensations: Mapping[str, Compensation] | None = None,
         name: str = "",
         source: str | None = None,
+        pins: Mapping[str, str] | None = None,
     ):
         self.name = name
         self.source = source
+        #: population name -> why its gate was pinned for this sample (see :meth:`pin`)
+        self.pins: dict[str, str] = dict(pins or {})
         self.transforms: dict[str, Transform | Ratio] = dict(transforms or {})
         self.compensations: dict[str, Compensation] = dict(compensations or {})
         pops = list(populations)
@@ -196,10 +199,21 @@ class Strategy:
 
         return read_flowjo(path, sample)
 
+    def pin(self, gates: Mapping[str, tuple[Gate, str]]) -> Strategy:
+        """A copy in which some populations use a fixed gate (population -> (gate, reason)),
+        e.g. a reviewer's geometry for one file; results record the pin and its reason."""
+        names = {self.resolve_name(k): v for k, v in gates.items()}
+        pops = [
+            Population(p.name, names[p.name][0], p.parent, p.label) if p.name in names else p
+            for p in self.populations
+        ]
+        pins = {**self.pins, **{n: reason for n, (_, reason) in names.items()}}
+        return Strategy(pops, self.transforms, self.compensations, self.name, self.source, pins)
+
     def with_compensation(self, compensation: Compensation) -> Strategy:
         """A copy with another compensation matrix under the same id."""
         comps = {**self.compensations, compensation.id: compensation}
-        return Strategy(self.populations, self.transforms, comps, self.name, self.source)
+        return Strategy(self.populations, self.transforms, comps, self.name, self.source, self.pins)
 
     def __repr__(self) -> str:
         src = f" from {self.source}" if self.source else ""
