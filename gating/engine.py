@@ -86,6 +86,14 @@ class Evaluator:
             hits = [i for i, m in enumerate(self.markers) if m.casefold() == folded]
             if len(hits) == 1:
                 return hits[0]
+        if not hits and "/" in name:  # FlowJo writes '/' in channel names as '_'
+            alias = [
+                i
+                for i, c in enumerate(self.channels)
+                if c.replace("/", "_") == name.replace("/", "_")
+            ]
+            if len(alias) == 1:
+                return alias[0]
         where = self.strategy.source or "the strategy"
         sample = self.sample_name or "the sample"
         if hits:
@@ -93,10 +101,52 @@ class Evaluator:
                 f"{where}: marker {name!r} labels several channels of {sample}: "
                 f"{[self.channels[i] for i in hits]}; name the channel instead"
             )
-        labelled = [f"{c} ({m})" if m else c for c, m in zip(self.channels, self.markers)]
         raise MissingDimensionError(
-            f"{where}: {sample} has no channel or marker {name!r}; it has: {', '.join(labelled)}"
+            f"{where}: {sample} has no channel or marker {name!r}; it has: {self.inventory()}"
         )
+
+    def inventory(self) -> str:
+        """'channel (marker), ...' of the sample, for error messages."""
+        return ", ".join(f"{c} ({m})" if m else c for c, m in zip(self.channels, self.markers))
+
+    def check_dimensions(self) -> None:
+        """Every channel or marker the strategy needs is in the sample; else one error naming all
+        the missing ones (and the populations that need them)."""
+        needed: dict[str, list[str]] = {}
+        for pop in self.strategy.populations:
+            for d in pop.gate.dimensions:
+                comp = self.strategy.compensations.get(d.compensation)
+                if d.ratio:
+                    r = self.strategy.transforms[d.name]
+                    names = [r.numerator, r.denominator]  # type: ignore[union-attr]
+                else:
+                    names = [d.name]
+                for name in names:
+                    if (
+                        comp is not None
+                        and name in comp.fluorochromes
+                        and name not in comp.detectors
+                    ):
+                        continue  # an unmixed fluorochrome (Gating-ML spectrum matrix)
+                    needed.setdefault(name, []).append(pop.name)
+        for comp in self.strategy.compensations.values():
+            for det in comp.detectors:
+                needed.setdefault(det, []).append(f"compensation {comp.id}")
+        missing = []
+        for name, users in needed.items():
+            try:
+                self.column(name)
+            except MissingDimensionError as exc:
+                if "labels several channels" in str(exc):
+                    raise
+                missing.append(f"{name!r} (for {', '.join(dict.fromkeys(users))})")
+        if missing:
+            where = self.strategy.source or "the strategy"
+            sample = self.sample_name or "the sample"
+            raise MissingDimensionError(
+                f"{where}: {sample} has no channel or marker {'; '.join(missing)}; it has: "
+                f"{self.inventory()}"
+            )
 
     def raw(self, j: int) -> np.ndarray:
         """Linear values of column j (float64): the sample's ``linear_values(j)`` where it has
@@ -848,7 +898,22 @@ def _whole(ev: Evaluator, pop: Any, masks: dict[str, np.ndarray]) -> Gate:
     gate = pop.gate
     idx = None if parent is None else np.flatnonzero(parent)
     if _is_data_driven(gate):
-        gate = gate.resolve(ev.matrix(gate.dimensions, idx))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", GatingWarning)
+            try:
+                gate = gate.resolve(ev.matrix(gate.dimensions, idx))
+            except GatingError as exc:
+                where = ev.strategy.source or "the strategy"
+                raise GatingError(
+                    f"{where}: {ev.sample_name or 'the sample'}: population {pop.name!r}: {exc}"
+                ) from None
+        for w in caught:
+            if issubclass(w.category, GatingWarning):
+                note = f"population {pop.name!r}: {w.message}"
+                ev.notes.append(note)
+                warnings.warn(f"{ev.sample_name or 'sample'}: {note}", GatingWarning, stacklevel=4)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     inside = ev.inside(gate, idx)
     if idx is None:
         mask = inside.copy()
@@ -862,6 +927,7 @@ def _whole(ev: Evaluator, pop: Any, masks: dict[str, np.ndarray]) -> Gate:
 def apply_strategy(strategy: Strategy, sample: Any) -> GatingResult:
     """Evaluate every population of ``strategy`` on ``sample``; see :class:`GatingResult`."""
     ev = Evaluator(strategy, sample)
+    ev.check_dimensions()
     masks: dict[str, np.ndarray] = {}
     applied: dict[str, Gate] = {}
     pops = list(strategy.populations)

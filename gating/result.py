@@ -30,6 +30,17 @@ class GatingResult:
     evaluator: Evaluator | None = field(default=None, repr=False)
 
     @property
+    def notes(self) -> list[str]:
+        """What the engine had to tell about this sample: data-driven gates that fell back, no
+        spillover to compensate with ... (also issued as GatingWarnings)."""
+        return [] if self.evaluator is None else list(self.evaluator.notes)
+
+    @property
+    def pinned(self) -> dict[str, str]:
+        """Population name -> reason, for gates a reviewer pinned for this sample."""
+        return dict(self.strategy.pins)
+
+    @property
     def n_events(self) -> int:
         return 0 if self.evaluator is None else self.evaluator.n
 
@@ -74,6 +85,7 @@ class GatingResult:
                     "count": n,
                     "percent_of_parent": 100.0 * n / parent_n if parent_n else float("nan"),
                     "percent_of_total": 100.0 * n / total if total else float("nan"),
+                    "pinned": st.pins.get(p.name, ""),
                 }
             )
         frame = pd.DataFrame(rows)
@@ -119,4 +131,6 @@ class GatingResult:
                 ],
                 **g.geometry(),
             }
+            if p.name in self.strategy.pins:
+                out[self.strategy.path(p.name)]["pinned"] = self.strategy.pins[p.name]
         return out

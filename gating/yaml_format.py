@@ -476,11 +476,15 @@ def strategy_to_dict(strategy: Strategy) -> dict[str, Any]:
         elif isinstance(g, ad.SingletGate):
             entry["gate"] = {"singlets": {"area": dims[0], "height": dims[1], "width": g.width}}
         elif isinstance(g, ad.ScatterClusterGate):
+            if len(g.targets) > 1:  # siblings from one mixture fit: one scatter block
+                if g.index == 0:
+                    pops.append({"scatter": _scatter_block(strategy, p, dims)})
+                continue
             entry["gate"] = {
                 "scatter_cluster": {
                     "x": dims[0],
                     "y": dims[1],
-                    "target": list(g.target),
+                    "target": list(g.targets[0]),
                     "components": g.components,
                     "max_distance2": g.max_distance2,
                     "max_offset": g.max_offset,
@@ -499,6 +503,30 @@ def strategy_to_dict(strategy: Strategy) -> dict[str, Any]:
         pops.append(entry)
     doc["populations"] = pops
     return doc
+
+
+def _scatter_block(strategy: Strategy, first: Population, dims: list[Any]) -> dict[str, Any]:
+    """The ``scatter:`` entry of sibling scatter populations sharing ``first``'s mixture fit."""
+    g = first.gate
+    siblings = {}
+    for p in strategy.populations:
+        h = p.gate
+        if (
+            p.parent == first.parent
+            and type(h) is type(g)
+            and (h.dimensions, h.targets, h.components) == (g.dimensions, g.targets, g.components)
+        ):
+            at = list(h.targets[h.index])
+            siblings[p.name] = at if h.required else {"at": at, "required": False}
+    block: dict[str, Any] = {
+        "x": dims[0],
+        "y": dims[1],
+        "components": g.components,
+        "max_distance2": g.max_distance2,
+        "max_offset": g.max_offset,
+        "populations": siblings,
+    }
+    return {"parent": first.parent, **block} if first.parent is not None else block
 
 
 def dump_yaml(strategy: Strategy, path: str | os.PathLike) -> None:
