@@ -37,6 +37,23 @@ _GEMM_SIZE = 240_000  # multiply-adds per matrix product of the compensation (se
 _POINTWISE = (RectangleGate, PolygonGate, EllipsoidGate, BooleanGate)
 
 
+def _transform_once(
+    tr: Any, base: np.ndarray, cache: tuple[np.ndarray, np.ndarray], idx: np.ndarray | None
+) -> np.ndarray:
+    """tr(base) for events ``idx`` (all if None), transforming only those not done before.
+
+    cache: (values, done mask), both full length, updated in place.
+    """
+    full, done = cache
+    todo = np.flatnonzero(~done) if idx is None else idx[~done[idx]]
+    if todo.size == done.size:
+        full[:] = tr.apply(base)
+    elif todo.size:
+        full[todo] = tr.apply(base[todo])
+    done[todo] = True
+    return full if idx is None else full[idx]
+
+
 def _is_data_driven(gate: Gate) -> bool:
     return type(gate).resolve is not Gate.resolve
 
@@ -241,20 +258,7 @@ class Evaluator:
         entry = self._scaled.get(key)
         if entry is None:
             entry = self._scaled[key] = (np.empty(self.n), np.zeros(self.n, dtype=bool))
-        full, done = entry
-        if idx is None:
-            todo = np.flatnonzero(~done)
-            if todo.size == self.n:
-                full[:] = tr.apply(base)
-            elif todo.size:
-                full[todo] = tr.apply(base[todo])
-            done[:] = True
-            return full
-        todo = idx[~done[idx]]
-        if todo.size:
-            full[todo] = tr.apply(base[todo])
-            done[todo] = True
-        return full[idx]
+        return _transform_once(tr, base, entry, idx)
 
     def matrix(self, dims: tuple[Dimension, ...], idx: np.ndarray | None) -> np.ndarray:
         m = np.empty((self.n if idx is None else idx.size, len(dims)), dtype=np.float64)
@@ -517,18 +521,7 @@ class _Block:
                 self._scaled[axis.key] = (full, np.ones(self.n, dtype=bool))
                 return full
             entry = self._scaled[axis.key] = (np.empty(self.n), np.zeros(self.n, dtype=bool))
-        full, done = entry
-        if idx is None:
-            todo = np.flatnonzero(~done)
-            if todo.size:
-                full[todo] = tr.apply(base[todo])
-                done[:] = True
-            return full
-        todo = idx[~done[idx]]
-        if todo.size:
-            full[todo] = tr.apply(base[todo])
-            done[todo] = True
-        return full[idx]
+        return _transform_once(tr, base, entry, idx)
 
 
 class _Workspace(threading.local):

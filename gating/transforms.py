@@ -106,10 +106,11 @@ def _logicle_c():
 
 
 @dataclass(frozen=True)
-class Logicle(Transform):
-    """Logicle (Parks et al.): the root y of B(y; T, W, M, A) = x, as Gating-ML 2.0 defines it."""
+class _FlowutilsScale(Transform):
+    """A transform computed by flowutils' C code (named by ``_scale`` / ``_inverse``)."""
 
-    kind: ClassVar[str] = "logicle"
+    _scale: ClassVar[str] = ""
+    _inverse: ClassVar[str] = ""
     T: float = 262144.0
     W: float = 0.5
     M: float = 4.5
@@ -117,34 +118,31 @@ class Logicle(Transform):
 
     def apply(self, x):
         y = _as_f8(x)
-        _logicle_c().logicle_scale(self.T, self.W, self.M, self.A, y.reshape(-1))
+        getattr(_logicle_c(), self._scale)(self.T, self.W, self.M, self.A, y.reshape(-1))
         return y
 
     def inverse(self, y):
         x = _as_f8(y)
-        _logicle_c().logicle_inverse(self.T, self.W, self.M, self.A, x.reshape(-1))
+        getattr(_logicle_c(), self._inverse)(self.T, self.W, self.M, self.A, x.reshape(-1))
         return x
 
 
 @dataclass(frozen=True)
-class Hyperlog(Transform):
+class Logicle(_FlowutilsScale):
+    """Logicle (Parks et al.): the root y of B(y; T, W, M, A) = x, as Gating-ML 2.0 defines it."""
+
+    kind: ClassVar[str] = "logicle"
+    _scale: ClassVar[str] = "logicle_scale"
+    _inverse: ClassVar[str] = "logicle_inverse"
+
+
+@dataclass(frozen=True)
+class Hyperlog(_FlowutilsScale):
     """Hyperlog (Bagwell): the root y of EH(y; T, W, M, A) = x, as Gating-ML 2.0 defines it."""
 
     kind: ClassVar[str] = "hyperlog"
-    T: float = 262144.0
-    W: float = 0.5
-    M: float = 4.5
-    A: float = 0.0
-
-    def apply(self, x):
-        y = _as_f8(x)
-        _logicle_c().hyperlog_scale(self.T, self.W, self.M, self.A, y.reshape(-1))
-        return y
-
-    def inverse(self, y):
-        x = _as_f8(y)
-        _logicle_c().hyperlog_inverse(self.T, self.W, self.M, self.A, x.reshape(-1))
-        return x
+    _scale: ClassVar[str] = "hyperlog_scale"
+    _inverse: ClassVar[str] = "hyperlog_inverse"
 
 
 @dataclass(frozen=True)
