@@ -1,0 +1,87 @@
+"""The lab's tubes (``data/panels.yaml``): the strategy that gates each tube, the base population
+each gated population is counted against, and which tube reports each Table 1 population."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import CytowhimError
+from .resources import data_path
+
+
+class PanelError(CytowhimError, ValueError):
+    """The panel configuration or a strategy it names cannot be used."""
+
+
+@dataclass
+class Panels:
+    base_populations: dict[str, str]  # base population -> CBC count (ALC, AMC, ANC, WBC)
+    strategies: dict[str, Path]  # tube -> strategy file
+    bases: dict[str, dict[str, str]] = field(default_factory=dict)  # tube -> population -> base
+    report: dict[str, str] = field(default_factory=dict)  # population -> tube
+    source: str = ""
+    _loaded: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None) -> Panels:
+        """The bundled panels, or a lab's own file (strategy paths relative to it)."""
+        import yaml
+
+        path = Path(path) if path is not None else data_path("panels.yaml")
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise PanelError(f"{path}: panel file not found") from None
+        except yaml.YAMLError as exc:
+            raise PanelError(f"{path}: not valid YAML ({exc})") from None
+        try:
+            tubes = doc["tubes"]
+            return cls(
+                base_populations={str(k): str(v) for k, v in doc["base_populations"].items()},
+                strategies={str(t): path.parent / str(v["strategy"]) for t, v in tubes.items()},
+                bases={
+                    str(t): {str(p): str(b) for p, b in (v.get("bases") or {}).items()}
+                    for t, v in tubes.items()
+                },
+                report={str(p): str(t) for p, t in (doc.get("report") or {}).items()},
+                source=str(path),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise PanelError(
+                f"{path}: expected base_populations, tubes: {{TUBE: {{strategy: "
+                f"FILE}}}} and report ({type(exc).__name__}: {exc})"
+            ) from None
+
+    def with_strategies(self, overrides: dict[str, str]) -> Panels:
+        """A copy with some tubes gated by other strategy files (``--strategy TUBE=FILE``)."""
+        strategies = {**self.strategies, **{t: Path(f) for t, f in overrides.items()}}
+        return Panels(self.base_populations, strategies, self.bases, self.report, self.source)
+
+    def strategy(self, tube: str):
+        """The gating Strategy of a tube (loaded once); PanelError naming the tube if unknown."""
+        from gating import read_strategy
+
+        if tube not in self.strategies:
+            raise PanelError(
+                f"tube {tube!r} has no strategy in {self.source or 'the panels'}; "
+                f"known tubes: {sorted(self.strategies)} (or give --strategy "
+                f"{tube}=FILE)"
+            )
+        if tube not in self._loaded:
+            self._loaded[tube] = read_strategy(self.strategies[tube])
+        return self._loaded[tube]
+
+    def base_of(self, tube: str, strategy, population: str) -> str:
+        """The base population a population is counted against ('' if none): the panel's
+        choice, else its nearest ancestor (or itself) that is a base population."""
+        explicit = self.bases.get(tube, {}).get(population)
+        if explicit is not None:
+            return explicit
+        name: str | None = population
+        while name is not None:
+            if name in self.base_populations:
+                return name
+            name = strategy[name].parent
+        return ""
