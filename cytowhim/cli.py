@@ -172,6 +172,100 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(args: argparse.Namespace, total: int):
+    """A progress line per file on a terminal; quiet when not a tty or with --quiet."""
+    done = [0]
+    show = not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+    def step(name: str) -> None:
+        done[0] += 1
+        if show:
+            print(f"\r[{done[0]}/{total}] {name:<40}", end="", file=sys.stderr, flush=True)
+            if done[0] == total:
+                print(file=sys.stderr)
+
+    return step
+
+
+def _strategy_overrides(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        tube, sep, path = item.partition("=")
+        if not sep or not tube or not path:
+            raise ValueError(f"--strategy {item!r}: expected TUBE=FILE")
+        out[tube] = path
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .errors import CytowhimError
+    from .manifest import read_table
+    from .panels import Panels
+    from .run import run_manifest, write_run
+
+    try:
+        panels = Panels.load(args.panels).with_strategies(_strategy_overrides(args.strategy))
+        qc_rules = None
+        if args.qc:
+            from .qc import QCRules
+
+            qc_rules = QCRules.from_yaml(args.qc)
+        reference = None
+        if args.reference:
+            from .reference import ReferenceIntervals
+
+            reference = ReferenceIntervals.load(args.reference)
+        total = len(read_table(args.manifest))
+    except (CytowhimError, ValueError, OSError) as exc:
+        _error(str(exc))
+        return 2
+    result = run_manifest(
+        args.manifest,
+        panels=panels,
+        qc_rules=qc_rules,
+        reference=reference,
+        progress=_progress(args, total),
+    )
+    path = write_run(result, args.out)
+    for line in result.errors:
+        _error(line)
+    n_spec = result.table["specimen"].nunique() if len(result.table) else 0
+    print(
+        f"{n_spec} specimens, {len(result.table)} population rows -> {path}"
+        + (f"; {len(result.flags)} QC flags" if result.flags else "")
+        + (f"; {len(result.errors)} inputs failed (errors.csv)" if result.errors else "")
+    )
+    return 1 if result.errors else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_folder, print_table
+    from .errors import CytowhimError
+
+    try:
+        comparison = compare_folder(args.dir, args.baseline, args.peak, out=args.out)
+    except (CytowhimError, ValueError, OSError) as exc:
+        _error(str(exc))
+        return 2
+    print(print_table(comparison))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .compare import print_table
+    from .demo import run_demo
+
+    comparison, result = run_demo(args.out, seed=args.seed, progress=_progress(args, 36))
+    print(print_table(comparison))
+    print(
+        f"\nSimulated specimens (whim-trial preset, seed {args.seed}), not patient data. "
+        f"Files in {args.out}: table1.csv/.md/.html, populations.csv, specimens/."
+    )
+    for line in result.errors:
+        _error(line)
+    return 1 if result.errors else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cytowhim",
@@ -237,6 +331,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-events", type=int, default=120_000, help="most events per tube")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser(
+        "run",
+        help="batch: gate, absolute counts, QC, reference flags -> DIR/populations.csv",
+        description="Gate every tube of a manifest (CSV or XLSX: file, specimen, patient, "
+        "timepoint, tube and the CBC WBC, ANC, ALC, AMC), turn events into absolute counts "
+        "(cells/µL) with the CBC or counting beads, run the QC rules and flag values outside "
+        "reference intervals. Writes DIR/populations.csv and DIR/qc_flags.csv; inputs that "
+        "failed are named on stderr and in DIR/errors.csv (exit status 1).",
+    )
+    p.add_argument("manifest", help="manifest.csv or .xlsx")
+    p.add_argument("--out", "-o", required=True, metavar="DIR")
+    p.add_argument(
+        "--strategy",
+        action="append",
+        metavar="TUBE=FILE",
+        help="gate a tube with another strategy (repeatable)",
+    )
+    p.add_argument("--panels", metavar="FILE", help="the lab's panel file (default: bundled)")
+    p.add_argument("--qc", metavar="FILE", help="the lab's QC thresholds (YAML)")
+    p.add_argument("--reference", metavar="FILE", help="the lab's reference intervals (CSV)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "compare",
+        help="baseline vs peak in the layout of Table 1, paired statistics",
+        description="Pair patients across two timepoints of DIR/populations.csv: mean ± SEM, "
+        "two-sided paired t test, fold change, reference range and how many patients fall "
+        "below/within/above it. Writes table1.csv, .md and .html; patients missing a timepoint "
+        "are listed.",
+    )
+    p.add_argument("dir", metavar="DIR", help="a folder written by cytowhim run")
+    p.add_argument("--baseline", required=True, metavar="A", help="baseline timepoint label")
+    p.add_argument("--peak", required=True, metavar="B", help="peak timepoint label")
+    p.add_argument("--out", "-o", metavar="DIR", help="where to write table1.* (default: DIR)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "demo",
+        help="the whole job on simulated specimens of the WHIM plerixafor study",
+        description="Simulate the whim-trial preset, run it (gating, counts, QC, flags), compare "
+        "baseline with peak and print the Table 1 comparison; writes DIR/table1.csv.",
+    )
+    p.add_argument(
+        "--out",
+        "-o",
+        default="cytowhim-demo",
+        metavar="DIR",
+        help="output folder (default: ./cytowhim-demo)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -443,10 +444,20 @@ def _specimen_notes(used: pd.DataFrame) -> list[str]:
                 f"{patient} has {len(specimens)} specimens at {tp} ({', '.join(specimens)}); "
                 "their counts are averaged."
             )
-        remarks = g[~g["qc"].str.strip().str.lower().isin(("", "ok", "pass"))]
-        for tube, rg in remarks.groupby("tube", sort=False):
-            qc = "; ".join(dict.fromkeys(rg["qc"]))
-            notes.append(f"{patient} at {tp}, tube {tube}: QC remark '{qc}' (counts used).")
+    remarks = used[~used["qc"].astype(str).str.strip().str.lower().isin(("", "ok", "pass", "nan"))]
+    summary: dict[tuple[str, str], int] = {}
+    for rec in remarks.itertuples():
+        for kind in dict.fromkeys(re.findall(r"\b(fail|warn|info) ([\w-]+)", str(rec.qc))):
+            key = (str(rec.population), " ".join(kind))
+            summary[key] = summary.get(key, 0) + 1
+    if summary:
+        n = used.groupby(["patient", "timepoint"]).ngroups
+        parts = [f"{pop}: {kind} in {k} of {n} specimens" for (pop, kind), k in summary.items()]
+        notes.append(
+            "QC remarks on compared counts (counts used; details in populations.csv): "
+            + "; ".join(parts)
+            + "."
+        )
     return notes
 
 

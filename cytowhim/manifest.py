@@ -44,7 +44,8 @@ class Problem:
 
     def __str__(self) -> str:
         col = f", column {self.column}" if self.column else ""
-        return f"{self.manifest}: row {self.row}{col}: {self.message}"
+        spec = f" (specimen {self.specimen})" if self.specimen else ""
+        return f"{self.manifest}: row {self.row}{spec}{col}: {self.message}"
 
 
 def _unit_factor(text: str) -> float | None:

@@ -44,7 +44,7 @@ def test_units_column(tmp_path):
     tubes, problems = read_manifest(path)
     assert list(tubes.ALC) == [1200.0, 1200.0]
     assert len(problems) == 1 and problems[0].specimen == "S3"
-    assert "row 4, column units" in str(problems[0]) and "mmol/L" in str(problems[0])
+    assert "row 4 (specimen S3), column units" in str(problems[0]) and "mmol/L" in str(problems[0])
 
 
 def test_bad_rows_are_named_and_good_specimens_kept(tmp_path):
@@ -65,12 +65,18 @@ def test_bad_rows_are_named_and_good_specimens_kept(tmp_path):
     tubes, problems = read_manifest(path)
     assert sorted(set(tubes.specimen)) == ["OK"]
     text = "\n".join(str(p) for p in problems)
-    assert f"{path}: row 3, column ANC: ANC='-5'" in text
-    assert "row 4, column ALC: ALC='lots' is not a number" in text
-    assert "row 5, column WBC: specimen NONE has no WBC, ANC, ALC, AMC" in text
-    assert "row 6, column file: file is empty" in text
-    assert "row 8, column ALC: ALC of specimen TWO is 1200 on an earlier row and 1300 here" in text
-    assert "row 9, column WBC: WBC=3.0 with no unit stated looks like x10^3/µL" in text
+    assert f"{path}: row 3 (specimen NEG), column ANC: ANC='-5'" in text
+    assert "row 4 (specimen NAN), column ALC: ALC='lots' is not a number" in text
+    assert "row 5 (specimen NONE), column WBC: specimen NONE has no WBC, ANC, ALC, AMC" in text
+    assert "row 6 (specimen NOFILE), column file: file is empty" in text
+    assert (
+        "row 8 (specimen TWO), column ALC: ALC of specimen TWO is 1200 on an earlier row and 1300 here"
+        in text
+    )
+    assert (
+        "row 9 (specimen SMALL), column WBC: WBC=3.0 with no unit stated looks like x10^3/µL"
+        in text
+    )
 
 
 def test_missing_manifest_and_columns(tmp_path):

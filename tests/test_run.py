@@ -1,0 +1,115 @@
+"""`cytowhim run` and `cytowhim demo`: gating + counts + QC + flags over a manifest, end to end."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cytowhim.cli import main
+from cytowhim.run import COLUMNS
+from cytowhim.simulate import simulate
+from cytowhim.simulate.cohort import table1
+
+from .conftest import CORPUS
+
+
+@pytest.fixture(scope="module")
+def specimens(tmp_path_factory):
+    out = tmp_path_factory.mktemp("specimens")
+    simulate(out, "whim-trial", seed=99, events=(30_000, 40_000))
+    return out
+
+
+def test_run_writes_population_table_close_to_truth(specimens, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", str(specimens / "manifest.csv"), "--out", str(out), "--quiet"]) == 0
+    table = pd.read_csv(out / "populations.csv", keep_default_na=False)
+    assert list(table.columns) == COLUMNS
+    assert table.specimen.nunique() == 6 and set(table.tube) == {"T", "B", "mono"}
+    truth = pd.read_csv(specimens / "truth.csv")
+    merged = table.merge(truth, on=["specimen", "tube", "population"], suffixes=("", "_true"))
+    big = merged[merged.events_true >= 200]
+    assert len(big) > 50
+    assert (np.abs(big.events - big.events_true) <= 0.05 * big.events_true).all()
+    rel = (
+        np.abs(big.absolute_per_uL.astype(float) - big.absolute_per_uL_true)
+        / big.absolute_per_uL_true
+    )
+    assert rel.max() < 0.06
+    cd4 = table[(table.population == "CD4+ T cells")].iloc[0]
+    assert cd4.base == "lymphocytes"
+    lymph = table[
+        (table.specimen == cd4.specimen) & (table.tube == "T") & (table.population == "lymphocytes")
+    ].iloc[0]
+    alc = pd.read_csv(specimens / "manifest.csv").set_index("specimen").ALC.groupby(level=0).first()
+    assert float(cd4.absolute_per_uL) == pytest.approx(
+        cd4.events / lymph.events * alc[cd4.specimen], rel=1e-6
+    )
+    mono = table[(table.population == "classical monocytes")].iloc[0]
+    assert mono.base == "monocytes (scatter)"
+    # WHIM baseline counts sit below the reference intervals: flagged L
+    base_cd4 = table[(table.population == "CD4+ T cells") & (table.timepoint == "baseline")]
+    assert (base_cd4.reference_flag == "L").all()
+
+
+def test_broken_inputs_are_named_and_the_rest_finishes(specimens, tmp_path, capsys):
+    folder = tmp_path / "batch"
+    shutil.copytree(specimens, folder)
+    raw = (folder / "P1-peak_T.fcs").read_bytes()
+    (folder / "P1-peak_T.fcs").write_bytes(raw[: len(raw) // 2])  # truncated
+    shutil.copy(CORPUS / "fcs/fcsparser/corrupted/corrupted.fcs", folder / "P2-peak_B.fcs")
+    m = pd.read_csv(folder / "manifest.csv")
+    m.loc[m.specimen == "P3-peak", "ALC"] = -1  # a bad CBC row
+    m.to_csv(folder / "manifest.csv", index=False)
+    out = tmp_path / "out"
+    code = main(["run", str(folder / "manifest.csv"), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "P1-peak_T.fcs" in err and "truncated" in err
+    assert "P2-peak_B.fcs: not an FCS file" in err
+    assert "column ALC" in err and "P3-peak" in err
+    errors = pd.read_csv(out / "errors.csv")
+    assert len(errors) >= 3
+    table = pd.read_csv(out / "populations.csv")
+    done = set(zip(table.specimen, table.tube))
+    assert ("P1-peak", "T") not in done and ("P1-peak", "B") in done
+    assert ("P2-peak", "B") not in done and ("P2-peak", "T") in done
+    assert not any(s == "P3-peak" for s, _ in done)
+    assert {"P1-baseline", "P2-baseline", "P3-baseline"} <= set(table.specimen)
+
+
+def test_missing_manifest_is_usage_error(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o")]) == 2
+    assert "none.csv: manifest not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_reproduces_table1(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "Simulated specimens" in printed
+    t1 = pd.read_csv(out / "table1.csv")
+    assert list(t1.columns[:8]) == [
+        "population",
+        "baseline_mean",
+        "baseline_sem",
+        "peak_mean",
+        "peak_sem",
+        "p_value",
+        "reference_low",
+        "reference_high",
+    ]
+    published = table1()
+    assert list(t1.population) == list(published)
+    for row in t1.itertuples():
+        want = published[row.population]
+        for tp in ("baseline", "peak"):
+            got, ref = getattr(row, f"{tp}_mean"), want[f"{tp}_mean"]
+            tolerance = 2.0 if ref < 20 else 0.10 * ref
+            assert abs(got - ref) <= tolerance, (row.population, tp, got, ref)
+    md = (out / "table1.md").read_text()
+    assert "simulated" in md.lower()
