@@ -86,7 +86,7 @@ def run_manifest(
     raised, so one broken file or CBC row leaves the rest of the run intact."""
     from gating import GatingError
 
-    from .counts import BASE_TO_CBC, absolute_counts
+    from .counts import BASE_TO_CBC
     from .errors import FCSError
     from .panels import PanelError
     from .qc import QCRules, check_table
@@ -122,11 +122,50 @@ def run_manifest(
             continue
         table = pd.concat(parts, ignore_index=True)
         table["qc"] = ""
-        tables.append(absolute_counts(table, cbc, bases=bases))
+        tables.append(_absolute(table, spec_tubes, cbc, bases, errors))
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
     table, flags = check_table(table, qc_rules)
     table = reference.flag_table(table)
     return RunResult(table[COLUMNS], flags, errors, notes)
+
+
+BEAD_POPULATIONS = ("beads", "counting beads")
+
+
+def _absolute(
+    table: pd.DataFrame,
+    tubes: pd.DataFrame,
+    cbc: dict[str, float],
+    bases: dict[str, str],
+    errors: list[str],
+) -> pd.DataFrame:
+    """Absolute counts of one specimen: single platform for tubes with counting beads (a
+    population named 'beads' in their strategy), dual platform with the CBC for the others."""
+    from .counts import absolute_counts, absolute_counts_beads
+
+    parts = []
+    for tube, rows in table.groupby("tube", sort=False):
+        rec = tubes[tubes.tube == tube].iloc[0]
+        if math.isnan(rec["beads_per_tube"]) or math.isnan(rec["volume_uL"]):
+            parts.append(absolute_counts(rows, cbc, bases=bases))
+            continue
+        beads = rows[rows.population.isin(BEAD_POPULATIONS)]
+        if beads.empty:
+            errors.append(
+                f"{rec['file']}: the manifest gives counting beads for tube {tube} but "
+                f"its strategy has no population named {' or '.join(BEAD_POPULATIONS)}"
+            )
+            parts.append(absolute_counts(rows, cbc, bases=bases))
+            continue
+        parts.append(
+            absolute_counts_beads(
+                rows,
+                float(beads.events.iloc[0]),
+                float(rec["beads_per_tube"]),
+                float(rec["volume_uL"]),
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
 
 
 def write_run(result: RunResult, out: str | os.PathLike) -> Path:

@@ -113,3 +113,44 @@ def test_demo_reproduces_table1(tmp_path, capsys):
             assert abs(got - ref) <= tolerance, (row.population, tp, got, ref)
     md = (out / "table1.md").read_text()
     assert "simulated" in md.lower()
+
+
+def test_single_platform_counting_beads(tmp_path, capsys):
+    import cytowhim as cw
+
+    rng = np.random.default_rng(5)
+    n_cells, n_beads = 8000, 2000
+    cells = np.column_stack([rng.normal(60000, 4000, n_cells), rng.normal(10000, 1500, n_cells)])
+    beads = np.column_stack([rng.normal(30000, 1000, n_beads), rng.normal(200000, 5000, n_beads)])
+    events = np.vstack([cells, beads]).astype(np.float32)
+    sample = cw.Sample(events=events, channels=["FSC-A", "SSC-A"], markers=["", ""])
+    cw.write_fcs(tmp_path / "t.fcs", sample)
+    (tmp_path / "beads.yaml").write_text(
+        "populations:\n"
+        "  - name: beads\n"
+        "    gate: {rectangle: {dimensions: [FSC-A, SSC-A], min: [20000, 150000], max: [40000, null]}}\n"
+        "  - name: lymphocytes\n"
+        "    gate: {rectangle: {dimensions: [FSC-A, SSC-A], min: [40000, 0], max: [80000, 30000]}}\n"
+    )
+    (tmp_path / "m.csv").write_text(
+        "file,specimen,patient,timepoint,tube,WBC,ANC,ALC,AMC,beads_per_tube,volume_uL\n"
+        "t.fcs,S1,P1,baseline,TB,,,,,50000,50\n"
+    )
+    out = tmp_path / "out"
+    code = main(
+        [
+            "run",
+            str(tmp_path / "m.csv"),
+            "--out",
+            str(out),
+            "--strategy",
+            f"TB={tmp_path / 'beads.yaml'}",
+            "--quiet",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    table = pd.read_csv(out / "populations.csv").set_index("population")
+    lymph = table.loc["lymphocytes"]
+    # events / bead events x beads per tube / volume = 8000 / 2000 x 50000 / 50 = 4000 cells/µL
+    assert lymph.events == n_cells
+    assert lymph.absolute_per_uL == pytest.approx(n_cells / n_beads * 50000 / 50)
