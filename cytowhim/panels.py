@@ -27,15 +27,10 @@ class Panels:
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> Panels:
         """The bundled panels, or a lab's own file (strategy paths relative to it)."""
-        import yaml
+        from gating.yaml_format import read_yaml
 
         path = Path(path) if path is not None else data_path("panels.yaml")
-        try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise PanelError(f"{path}: panel file not found") from None
-        except yaml.YAMLError as exc:
-            raise PanelError(f"{path}: not valid YAML ({exc})") from None
+        doc = read_yaml(path, "panel file", PanelError)
         try:
             tubes = doc["tubes"]
             return cls(

@@ -28,17 +28,10 @@ Overrides = dict[str, dict[str, tuple[Gate, str]]]  # file name -> population ->
 def load_overrides(path: str | os.PathLike, strategy: Strategy) -> Overrides:
     """Read an overrides file for ``strategy``; StrategyError naming the file, the FCS file and
     the population at fault."""
-    import yaml
-
-    from .yaml_format import _Loader
+    from .yaml_format import _Loader, read_yaml
 
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StrategyError(f"{path}: overrides file not found") from None
-    except yaml.YAMLError as exc:
-        raise StrategyError(f"{path}: not valid YAML ({exc})") from None
+    doc = read_yaml(path, "overrides file")
     if doc is None:
         return {}
     if not isinstance(doc, dict):

@@ -372,17 +372,23 @@ def _opt_float(v: Any) -> float | None:
     return None if v is None else float(v)
 
 
-def load_yaml(path: str | os.PathLike) -> Strategy:
-    """Read a strategy file; StrategyError naming the file and the population at fault."""
+def read_yaml(path: str | os.PathLike, what: str, error: type[Exception] = StrategyError) -> Any:
+    """The parsed content of a YAML file (safe loader); ``error`` naming the file and ``what`` it
+    should be when it is missing or not valid YAML."""
     import yaml
 
-    path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise StrategyError(f"{path}: strategy file not found") from None
+        raise error(f"{path}: {what} not found") from None
     except yaml.YAMLError as exc:
-        raise StrategyError(f"{path}: not valid YAML ({exc})") from None
+        raise error(f"{path}: not valid YAML ({exc})") from None
+
+
+def load_yaml(path: str | os.PathLike) -> Strategy:
+    """Read a strategy file; StrategyError naming the file and the population at fault."""
+    path = Path(path)
+    doc = read_yaml(path, "strategy file")
     if not isinstance(doc, dict):
         raise StrategyError(f"{path}: a strategy file is a mapping with populations")
     return _Loader(path, doc).load()

@@ -35,23 +35,7 @@ COUNTS: dict[tuple[str, str], tuple[tuple[float, ...], tuple[float, ...]]] = {
     ("B", "B cells"): ((10, 12, 17), (50, 155, 257)),
     ("B", "memory B cells"): ((1, 1.5, 2), (4, 6, 9)),
 }
-COLUMNS = [
-    "specimen",
-    "patient",
-    "timepoint",
-    "tube",
-    "population",
-    "parent",
-    "events",
-    "percent_of_parent",
-    "base",
-    "base_events",
-    "percent_of_base",
-    "absolute_per_uL",
-    "absolute_error_per_uL",
-    "qc",
-    "reference_flag",
-]
+from cytowhim.run import COLUMNS  # noqa: E402  (the table `cytowhim run` writes)
 
 
 def population_table(counts=COUNTS, patients=PATIENTS, timepoints=("baseline", "peak")):
