@@ -22,6 +22,7 @@ from cytowhim.compare import (
     print_table,
 )
 from cytowhim.errors import CytowhimError
+from cytowhim.run import COLUMNS  # the table `cytowhim run` writes
 
 PATIENTS = ("P1", "P2", "P3")
 # (tube, population) -> (baseline per patient, peak per patient), cells/µL. Specimen rows are
@@ -35,7 +36,6 @@ COUNTS: dict[tuple[str, str], tuple[tuple[float, ...], tuple[float, ...]]] = {
     ("B", "B cells"): ((10, 12, 17), (50, 155, 257)),
     ("B", "memory B cells"): ((1, 1.5, 2), (4, 6, 9)),
 }
-from cytowhim.run import COLUMNS  # noqa: E402  (the table `cytowhim run` writes)
 
 
 def population_table(counts=COUNTS, patients=PATIENTS, timepoints=("baseline", "peak")):
