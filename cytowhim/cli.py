@@ -352,6 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--panels", metavar="FILE", help="the lab's panel file (default: bundled)")
     p.add_argument("--qc", metavar="FILE", help="the lab's QC thresholds (YAML)")
     p.add_argument("--reference", metavar="FILE", help="the lab's reference intervals (CSV)")
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=1,
+        metavar="N",
+        help="gate files in N processes (default 1)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress")
     p.set_defaults(func=cmd_run)
 

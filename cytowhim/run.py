@@ -46,33 +46,95 @@ class RunResult:
     notes: list[str] = field(default_factory=list)  # engine notes (fall-backs, no spillover)
 
 
-def gate_tube(path: str, tube: str, panels: Panels) -> tuple[pd.DataFrame, list[str]]:
-    """Population rows of one tube file (events, parents, bases) and the engine's notes."""
-    from .fcs import read_fcs
+@dataclass(frozen=True)
+class TubeTask:
+    """Everything :func:`gate_tube` needs, picklable (it runs in worker processes)."""
 
-    strategy = panels.strategy(tube)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # recorded in result.notes instead
-        sample = read_fcs(path)
-        result = strategy.apply(sample)
+    file: str
+    tube: str
+    panels: str  # panel file
+    strategies: tuple[tuple[str, str], ...] = ()  # --strategy TUBE=FILE overrides
+
+
+@dataclass
+class TubeOutcome:
+    task: TubeTask
+    rows: pd.DataFrame | None = None  # population, parent, events, percent_of_parent, base, ...
+    notes: list[str] = field(default_factory=list)
+    geometry: dict = field(default_factory=dict)
+    n_events: int = 0
+    error: str | None = None
+
+
+_PANELS: dict[tuple, Panels] = {}
+
+
+def _panels_for(task: TubeTask) -> Panels:
+    key = (task.panels, task.strategies)
+    if key not in _PANELS:
+        _PANELS[key] = Panels.load(task.panels).with_strategies(dict(task.strategies))
+    return _PANELS[key]
+
+
+def gate_tube(task: TubeTask) -> TubeOutcome:
+    """Gate one tube file: its population rows (events, parents, bases), the engine's notes and the
+    geometry the gates took. A pure function of the task; failures come back in ``error``."""
+    from gating import GatingError
+
+    from .errors import FCSError
+    from .fcs import read_fcs
+    from .panels import PanelError
+
+    try:
+        panels = _panels_for(task)
+        strategy = panels.strategy(task.tube)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # recorded in result.notes instead
+            sample = read_fcs(task.file)
+            result = strategy.apply(sample)
+    except (FCSError, GatingError, PanelError) as exc:
+        return TubeOutcome(task, error=str(exc))
+    except OSError as exc:
+        return TubeOutcome(task, error=f"{task.file}: {exc.strerror or exc}")
     stats = result.stats()
     counts = dict(zip(stats["name"], stats["count"]))
+    parent_pct = dict(zip(stats["name"], stats["percent_of_parent"]))
     rows = []
     for p in strategy:
-        base = panels.base_of(tube, strategy, p.name)
+        base = panels.base_of(task.tube, strategy, p.name)
         rows.append(
             {
                 "population": p.name,
                 "parent": p.parent or "",
                 "events": counts[p.name],
-                "percent_of_parent": float(
-                    stats.loc[stats["name"] == p.name, "percent_of_parent"].iloc[0]
-                ),
+                "percent_of_parent": float(parent_pct[p.name]),
                 "base": base,
                 "base_events": counts.get(base, math.nan) if base else math.nan,
             }
         )
-    return pd.DataFrame(rows), [f"{Path(path).name}: {n}" for n in result.notes]
+    notes = [f"{Path(task.file).name}: {n}" for n in result.notes]
+    return TubeOutcome(task, pd.DataFrame(rows), notes, result.geometry(), sample.n_events)
+
+
+def _gate_all(tasks: list[TubeTask], jobs: int, progress) -> list[TubeOutcome]:
+    """Gate tubes in ``jobs`` worker processes (1: in this process), in task order."""
+    if jobs <= 1 or len(tasks) <= 1:
+        out = []
+        for t in tasks:
+            out.append(gate_tube(t))
+            if progress:
+                progress(Path(t.file).name)
+        return out
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(gate_tube, t) for t in tasks]
+        out = []
+        for t, f in zip(tasks, futures):
+            out.append(f.result())
+            if progress:
+                progress(Path(t.file).name)
+        return out
 
 
 def run_manifest(
@@ -81,14 +143,12 @@ def run_manifest(
     qc_rules=None,
     reference=None,
     progress: Callable[[str], None] | None = None,
+    jobs: int = 1,
 ) -> RunResult:
     """Gate, count, check and flag every usable tube of a manifest; failures are collected, never
-    raised, so one broken file or CBC row leaves the rest of the run intact."""
-    from gating import GatingError
-
+    raised, so one broken file or CBC row leaves the rest of the run intact. ``jobs`` worker
+    processes gate the files; this process assembles the results."""
     from .counts import BASE_TO_CBC
-    from .errors import FCSError
-    from .panels import PanelError
     from .qc import QCRules, check_table
     from .reference import ReferenceIntervals
 
@@ -98,25 +158,27 @@ def run_manifest(
     tubes, problems = read_manifest(manifest)
     errors = [str(p) for p in problems]
     notes: list[str] = []
-    tables = []
+    overrides = tuple(sorted((t, str(p)) for t, p in panels.strategies.items()))
+    tasks = [
+        TubeTask(r["file"], r["tube"], panels.source, overrides) for r in tubes.to_dict("records")
+    ]
+    outcomes = _gate_all(tasks, jobs, progress)
     bases = {**BASE_TO_CBC, **panels.base_populations}
+    tables = []
     for _, spec_tubes in tubes.groupby("specimen", sort=False):
         cbc = {
             c: float(spec_tubes[c].iloc[0]) for c in CBC if not math.isnan(spec_tubes[c].iloc[0])
         }
         parts = []
-        for rec in spec_tubes.to_dict("records"):
-            try:
-                rows, tube_notes = gate_tube(rec["file"], rec["tube"], panels)
-            except (FCSError, GatingError, PanelError, OSError) as exc:
-                errors.append(f"{rec['file']}: {exc}" if isinstance(exc, OSError) else str(exc))
+        for idx, rec in spec_tubes.iterrows():
+            outcome = outcomes[tubes.index.get_loc(idx)]
+            if outcome.error:
+                errors.append(outcome.error)
                 continue
-            finally:
-                if progress:
-                    progress(Path(rec["file"]).name)
-            notes.extend(tube_notes)
+            notes.extend(outcome.notes)
+            rows = outcome.rows.copy()
             for key in ("specimen", "patient", "timepoint", "tube"):
-                rows.insert(len(rows.columns), key, rec[key])
+                rows[key] = rec[key]
             parts.append(rows)
         if not parts:
             continue
@@ -168,10 +230,24 @@ def _absolute(
     return pd.concat(parts, ignore_index=True)
 
 
-def write_run(result: RunResult, out: str | os.PathLike) -> Path:
-    """DIR/populations.csv, DIR/qc_flags.csv and (when something failed) DIR/errors.csv."""
+def write_run(
+    result: RunResult,
+    out: str | os.PathLike,
+    manifest: str | os.PathLike | None = None,
+    panels: Panels | None = None,
+) -> Path:
+    """DIR/populations.csv, DIR/qc_flags.csv, (when something failed) DIR/errors.csv, and
+    DIR/run.json naming the manifest, panel file and strategies (for ``cytowhim report``)."""
+    import json
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if manifest is not None:
+        info = {"manifest": str(Path(manifest).resolve())}
+        if panels is not None:
+            info["panels"] = str(Path(panels.source).resolve()) if panels.source else ""
+            info["strategies"] = {t: str(Path(p).resolve()) for t, p in panels.strategies.items()}
+        (out / "run.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     result.table.to_csv(out / "populations.csv", index=False)
     pd.DataFrame([vars(f) if hasattr(f, "__dict__") else f.__dict__ for f in result.flags]).to_csv(
         out / "qc_flags.csv", index=False

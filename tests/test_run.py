@@ -154,3 +154,20 @@ def test_single_platform_counting_beads(tmp_path, capsys):
     # events / bead events x beads per tube / volume = 8000 / 2000 x 50000 / 50 = 4000 cells/µL
     assert lymph.events == n_cells
     assert lymph.absolute_per_uL == pytest.approx(n_cells / n_beads * 50000 / 50)
+
+
+def test_parallel_run_gives_the_same_table(specimens, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["run", str(specimens / "manifest.csv"), "--out", str(one), "-q"]) == 0
+    assert (
+        main(["run", str(specimens / "manifest.csv"), "--out", str(two), "-q", "--jobs", "2"]) == 0
+    )
+    assert (one / "populations.csv").read_bytes() == (two / "populations.csv").read_bytes()
+    import json
+
+    info = json.loads((two / "run.json").read_text())
+    assert info["manifest"].endswith("manifest.csv") and set(info["strategies"]) == {
+        "T",
+        "B",
+        "mono",
+    }
