@@ -225,8 +225,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         qc_rules=qc_rules,
         reference=reference,
         progress=_progress(args, total),
+        jobs=args.jobs,
     )
-    path = write_run(result, args.out)
+    path = write_run(result, args.out, manifest=args.manifest, panels=panels)
     for line in result.errors:
         _error(line)
     n_spec = result.table["specimen"].nunique() if len(result.table) else 0

@@ -125,9 +125,13 @@ def _gate_all(tasks: list[TubeTask], jobs: int, progress) -> list[TubeOutcome]:
             if progress:
                 progress(Path(t.file).name)
         return out
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    # spawn, not fork: a forked child inherits locks held by this process's threads (BLAS,
+    # logging) and can hang on them
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = [pool.submit(gate_tube, t) for t in tasks]
         out = []
         for t, f in zip(tasks, futures):
