@@ -252,6 +252,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import main_report
+
+    return main_report(
+        args.dir, out=args.out, baseline=args.baseline, peak=args.peak, quiet=args.quiet
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .compare import print_table
     from .demo import run_demo
@@ -377,6 +385,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peak", required=True, metavar="B", help="peak timepoint label")
     p.add_argument("--out", "-o", metavar="DIR", help="where to write table1.* (default: DIR)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "report",
+        help="one self-contained HTML report with gate plots, QC flags and Table 1",
+        description="Build DIR/report.html from a folder written by cytowhim run: per specimen "
+        "and tube each gate drawn on a density plot of its parent's events, QC flags "
+        "highlighted, the Table 1 comparison and reference-range plots per population.",
+    )
+    p.add_argument("dir", metavar="DIR", help="a folder written by cytowhim run")
+    p.add_argument("--out", "-o", metavar="FILE", help="report path (default DIR/report.html)")
+    p.add_argument("--baseline", metavar="A", help="baseline timepoint label")
+    p.add_argument("--peak", metavar="B", help="peak timepoint label")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
         "demo",
