@@ -226,6 +226,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         reference=reference,
         progress=_progress(args, total),
         jobs=args.jobs,
+        out=args.out,
+        save_events=args.save_events,
     )
     path = write_run(result, args.out, manifest=args.manifest, panels=panels)
     for line in result.errors:
@@ -361,6 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--panels", metavar="FILE", help="the lab's panel file (default: bundled)")
     p.add_argument("--qc", metavar="FILE", help="the lab's QC thresholds (YAML)")
     p.add_argument("--reference", metavar="FILE", help="the lab's reference intervals (CSV)")
+    p.add_argument(
+        "--save-events",
+        action="store_true",
+        help="store each event's population membership (bit-packed) in DIR/results.h5",
+    )
     p.add_argument(
         "--jobs",
         "-j",

@@ -26,7 +26,7 @@ def run_demo(out: str | os.PathLike, seed: int = 0, progress: Callable[[str], No
     specimens = out / "specimens"
     simulate(specimens, "whim-trial", seed=seed, progress=progress)
     panels = Panels.load()
-    result = run_manifest(specimens / "manifest.csv", panels=panels, progress=progress)
+    result = run_manifest(specimens / "manifest.csv", panels=panels, progress=progress, out=out)
     write_run(result, out, manifest=specimens / "manifest.csv", panels=panels)
     table = pd.read_csv(out / "populations.csv")
     comparison = compare_timepoints(table, "baseline", "peak", sources=panels.report)

@@ -54,6 +54,7 @@ class TubeTask:
     tube: str
     panels: str  # panel file
     strategies: tuple[tuple[str, str], ...] = ()  # --strategy TUBE=FILE overrides
+    save_events: bool = False  # return each population's membership (for --save-events)
 
 
 @dataclass
@@ -63,6 +64,7 @@ class TubeOutcome:
     notes: list[str] = field(default_factory=list)
     geometry: dict = field(default_factory=dict)
     n_events: int = 0
+    membership: dict | None = None
     error: str | None = None
 
 
@@ -113,7 +115,10 @@ def gate_tube(task: TubeTask) -> TubeOutcome:
             }
         )
     notes = [f"{Path(task.file).name}: {n}" for n in result.notes]
-    return TubeOutcome(task, pd.DataFrame(rows), notes, result.geometry(), sample.n_events)
+    membership = dict(result.masks) if task.save_events else None
+    return TubeOutcome(
+        task, pd.DataFrame(rows), notes, result.geometry(), sample.n_events, membership
+    )
 
 
 def _gate_all(tasks: list[TubeTask], jobs: int, progress) -> list[TubeOutcome]:
@@ -141,6 +146,34 @@ def _gate_all(tasks: list[TubeTask], jobs: int, progress) -> list[TubeOutcome]:
         return out
 
 
+def _inputs_key(spec_tubes: pd.DataFrame, panels: Panels, qc_rules, reference, hashes) -> str:
+    """Content hash of everything a specimen's results depend on: its manifest rows and CBC, its
+    FCS files, the strategies and panel file, the QC rules, the reference intervals, the version."""
+    import json
+
+    from . import __version__
+    from .store import file_sha256, text_sha256
+
+    rows = spec_tubes.drop(columns=["row"]).astype(str).to_dict("records")
+    strategies = sorted(
+        {
+            t: hashes(panels.strategies[t]) if t in panels.strategies else ""
+            for t in spec_tubes.tube
+        }.items()
+    )
+    doc = {
+        "version": __version__,
+        "rows": rows,
+        "files": [hashes(f) for f in spec_tubes.file],
+        "strategies": strategies,
+        "panels": file_sha256(panels.source) if panels.source else "",
+        "bases": sorted(panels.base_populations.items()),
+        "qc": repr(qc_rules),
+        "reference": text_sha256(reference.frame.to_csv(index=False)),
+    }
+    return text_sha256(json.dumps(doc, sort_keys=True, default=str))
+
+
 def run_manifest(
     manifest: str | os.PathLike,
     panels: Panels | None = None,
@@ -148,13 +181,19 @@ def run_manifest(
     reference=None,
     progress: Callable[[str], None] | None = None,
     jobs: int = 1,
+    out: str | os.PathLike | None = None,
+    save_events: bool = False,
 ) -> RunResult:
     """Gate, count, check and flag every usable tube of a manifest; failures are collected, never
     raised, so one broken file or CBC row leaves the rest of the run intact. ``jobs`` worker
-    processes gate the files; this process assembles the results."""
-    from .counts import BASE_TO_CBC
-    from .qc import QCRules, check_table
+    processes gate the files; this process assembles the results.
+
+    With ``out``, each specimen whose tubes all succeeded is written as a complete part file
+    (``out/parts``, atomically) keyed by the content hash of its inputs, and a rerun reuses valid
+    parts: after an interruption only what is missing or changed is redone."""
+    from .qc import QCRules
     from .reference import ReferenceIntervals
+    from .store import file_sha256, part_is_valid, part_path, read_part
 
     panels = panels or Panels.load()
     qc_rules = qc_rules or QCRules()
@@ -162,37 +201,121 @@ def run_manifest(
     tubes, problems = read_manifest(manifest)
     errors = [str(p) for p in problems]
     notes: list[str] = []
+    parts_dir = Path(out) / "parts" if out is not None else None
+    sha: dict[str, str] = {}
+
+    def hashes(path) -> str:
+        key = str(path)
+        if key not in sha:
+            try:
+                sha[key] = file_sha256(path)
+            except OSError:
+                sha[key] = "missing"
+        return sha[key]
+
+    groups = list(tubes.groupby("specimen", sort=False))
+    keys, reused = {}, {}
+    if parts_dir is not None:
+        for spec, spec_tubes in groups:
+            keys[spec] = _inputs_key(spec_tubes, panels, qc_rules, reference, hashes)
+            path = part_path(parts_dir, spec)
+            if part_is_valid(path, keys[spec]):
+                reused[spec] = read_part(path)[1]
     overrides = tuple(sorted((t, str(p)) for t, p in panels.strategies.items()))
+    todo = tubes[~tubes.specimen.isin(reused)]
     tasks = [
-        TubeTask(r["file"], r["tube"], panels.source, overrides) for r in tubes.to_dict("records")
+        TubeTask(r["file"], r["tube"], panels.source, overrides, save_events)
+        for r in todo.to_dict("records")
     ]
-    outcomes = _gate_all(tasks, jobs, progress)
-    bases = {**BASE_TO_CBC, **panels.base_populations}
-    tables = []
-    for _, spec_tubes in tubes.groupby("specimen", sort=False):
-        cbc = {
-            c: float(spec_tubes[c].iloc[0]) for c in CBC if not math.isnan(spec_tubes[c].iloc[0])
-        }
-        parts = []
-        for idx, rec in spec_tubes.iterrows():
-            outcome = outcomes[tubes.index.get_loc(idx)]
-            if outcome.error:
-                errors.append(outcome.error)
+    outcomes = dict(zip(todo.index, _gate_all(tasks, jobs, progress)))
+    tables, flags, done = [], [], []
+    for spec, spec_tubes in groups:
+        if spec in reused:
+            records = reused[spec]
+        else:
+            records = _specimen_records(
+                spec_tubes,
+                [outcomes[i] for i in spec_tubes.index],
+                panels,
+                qc_rules,
+                reference,
+                errors,
+                hashes,
+            )
+            if records is None:
                 continue
-            notes.extend(outcome.notes)
-            rows = outcome.rows.copy()
-            for key in ("specimen", "patient", "timepoint", "tube"):
-                rows[key] = rec[key]
-            parts.append(rows)
-        if not parts:
-            continue
-        table = pd.concat(parts, ignore_index=True)
-        table["qc"] = ""
-        tables.append(_absolute(table, spec_tubes, cbc, bases, errors))
+            if parts_dir is not None and len(records) == len(spec_tubes):
+                from .store import write_part
+
+                write_part(part_path(parts_dir, spec), spec, records, keys[spec])
+        if parts_dir is not None and len(records) == len(spec_tubes):
+            done.append(spec)
+        for r in records:
+            tables.append(r.table)
+            flags.extend(r.qc_flags)
+            notes.extend(r.notes)
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
-    table, flags = check_table(table, qc_rules)
-    table = reference.flag_table(table)
+    if parts_dir is not None and done:
+        from .store import assemble
+
+        assemble(parts_dir, Path(out) / "results.h5", specimens=done)
     return RunResult(table[COLUMNS], flags, errors, notes)
+
+
+def _specimen_records(spec_tubes, outcomes, panels, qc_rules, reference, errors, hashes):
+    """The TubeRecords of one specimen (counts, QC, reference flags), or None if no tube
+    succeeded; failed tubes add to ``errors``."""
+    from dataclasses import asdict
+
+    from .counts import BASE_TO_CBC
+    from .qc import check_table
+    from .store import TubeRecord
+
+    bases = {**BASE_TO_CBC, **panels.base_populations}
+    first = spec_tubes.iloc[0]
+    cbc = {c: float(first[c]) for c in CBC if not math.isnan(first[c])}
+    parts, ok = [], []
+    for (_, rec), outcome in zip(spec_tubes.iterrows(), outcomes):
+        if outcome.error:
+            errors.append(outcome.error)
+            continue
+        rows = outcome.rows.copy()
+        for key in ("specimen", "patient", "timepoint", "tube"):
+            rows[key] = rec[key]
+        parts.append(rows)
+        ok.append((rec, outcome))
+    if not parts:
+        return None
+    table = pd.concat(parts, ignore_index=True)
+    table["qc"] = ""
+    table = _absolute(table, spec_tubes, cbc, bases, errors)
+    table, flags = check_table(table, qc_rules)
+    table = reference.flag_table(table)[COLUMNS]
+    records = []
+    for rec, outcome in ok:
+        tube = rec["tube"]
+        records.append(
+            TubeRecord(
+                specimen=rec["specimen"],
+                patient=rec["patient"],
+                timepoint=rec["timepoint"],
+                tube=tube,
+                file=rec["file"],
+                file_sha256=hashes(rec["file"]),
+                strategy_sha256=hashes(panels.strategies[tube])
+                if tube in panels.strategies
+                else "",
+                table=table[table.tube == tube].reset_index(drop=True),
+                geometry=outcome.geometry,
+                qc_flags=[
+                    asdict(f) for f in flags if f.tube == tube or (not f.tube and not records)
+                ],
+                notes=outcome.notes,
+                n_events=outcome.n_events,
+                membership=outcome.membership,
+            )
+        )
+    return records
 
 
 BEAD_POPULATIONS = ("beads", "counting beads")
@@ -253,9 +376,7 @@ def write_run(
             info["strategies"] = {t: str(Path(p).resolve()) for t, p in panels.strategies.items()}
         (out / "run.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     result.table.to_csv(out / "populations.csv", index=False)
-    pd.DataFrame([vars(f) if hasattr(f, "__dict__") else f.__dict__ for f in result.flags]).to_csv(
-        out / "qc_flags.csv", index=False
-    )
+    pd.DataFrame(result.flags).to_csv(out / "qc_flags.csv", index=False)
     errors = out / "errors.csv"
     if result.errors:
         pd.DataFrame({"error": result.errors}).to_csv(errors, index=False)

@@ -171,3 +171,78 @@ def test_parallel_run_gives_the_same_table(specimens, tmp_path):
         "B",
         "mono",
     }
+
+
+def test_rerun_redoes_only_what_is_missing_or_changed(specimens, tmp_path):
+    from cytowhim.run import run_manifest, write_run
+    from cytowhim.store import part_path, read_results
+
+    folder = tmp_path / "in"
+    shutil.copytree(specimens, folder)
+    out = tmp_path / "out"
+    gated: list[str] = []
+    result = run_manifest(folder / "manifest.csv", out=out, progress=gated.append)
+    write_run(result, out, manifest=folder / "manifest.csv")
+    first = (out / "populations.csv").read_bytes()
+    assert len(gated) == 18 and len(list((out / "parts").glob("*.h5"))) == 6
+    assert set(read_results(out / "results.h5").specimens()) == set(result.table.specimen)
+
+    part_path(out / "parts", "P2-peak").unlink()  # as if the run died before writing it
+    gated.clear()
+    again = run_manifest(folder / "manifest.csv", out=out, progress=gated.append)
+    write_run(again, out, manifest=folder / "manifest.csv")
+    assert sorted(gated) == ["P2-peak_B.fcs", "P2-peak_T.fcs", "P2-peak_mono.fcs"]
+    assert (out / "populations.csv").read_bytes() == first
+
+    m = pd.read_csv(folder / "manifest.csv")  # a changed input (the CBC) is redone
+    m.loc[m.specimen == "P1-baseline", "ALC"] = m.loc[m.specimen == "P1-baseline", "ALC"] * 2
+    m.to_csv(folder / "manifest.csv", index=False)
+    gated.clear()
+    changed = run_manifest(folder / "manifest.csv", out=out, progress=gated.append)
+    assert sorted(gated) == ["P1-baseline_B.fcs", "P1-baseline_T.fcs", "P1-baseline_mono.fcs"]
+    row = changed.table[
+        (changed.table.specimen == "P1-baseline") & (changed.table.population == "CD4+ T cells")
+    ].iloc[0]
+    before = result.table[
+        (result.table.specimen == "P1-baseline") & (result.table.population == "CD4+ T cells")
+    ].iloc[0]
+    assert row.absolute_per_uL == pytest.approx(2 * before.absolute_per_uL)
+
+
+def test_sigkill_part_way_then_rerun_gives_identical_results(specimens, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import REPO
+
+    reference = tmp_path / "reference"
+    assert main(["run", str(specimens / "manifest.csv"), "--out", str(reference), "-q"]) == 0
+    out = tmp_path / "killed"
+    cmd = [
+        sys.executable,
+        str(REPO / "cli.py"),
+        "run",
+        str(specimens / "manifest.csv"),
+        "--out",
+        str(out),
+        "-q",
+    ]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list((out / "parts").glob("*.h5"))) < 2:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    written = len(list((out / "parts").glob("*.h5")))
+    assert 2 <= written < 6, written  # killed part-way
+    assert not (out / "populations.csv").exists()
+    assert main(["run", str(specimens / "manifest.csv"), "--out", str(out), "-q"]) == 0
+    assert (out / "populations.csv").read_bytes() == (reference / "populations.csv").read_bytes()
+    from cytowhim.store import read_results
+
+    a = read_results(out / "results.h5").populations()
+    b = read_results(reference / "results.h5").populations()
+    pd.testing.assert_frame_equal(a, b)
