@@ -204,6 +204,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .run import run_manifest, write_run
 
     try:
+        if args.executor == "dask" and not args.scheduler:
+            raise ValueError("--executor dask needs --scheduler ADDRESS")
         panels = Panels.load(args.panels).with_strategies(_strategy_overrides(args.strategy))
         qc_rules = None
         if args.qc:
@@ -228,6 +230,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         out=args.out,
         save_events=args.save_events,
+        scheduler=args.scheduler if args.executor == "dask" else None,
     )
     path = write_run(result, args.out, manifest=args.manifest, panels=panels)
     for line in result.errors:
@@ -363,6 +366,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--panels", metavar="FILE", help="the lab's panel file (default: bundled)")
     p.add_argument("--qc", metavar="FILE", help="the lab's QC thresholds (YAML)")
     p.add_argument("--reference", metavar="FILE", help="the lab's reference intervals (CSV)")
+    p.add_argument(
+        "--executor",
+        choices=["local", "dask"],
+        default="local",
+        help="local processes (default) or a Dask distributed cluster",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (with --executor dask)",
+    )
     p.add_argument(
         "--save-events",
         action="store_true",

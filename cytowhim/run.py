@@ -65,6 +65,7 @@ class TubeOutcome:
     geometry: dict = field(default_factory=dict)
     n_events: int = 0
     membership: dict | None = None
+    file_sha256: str = ""
     error: str | None = None
 
 
@@ -121,8 +122,13 @@ def gate_tube(task: TubeTask) -> TubeOutcome:
     )
 
 
-def _gate_all(tasks: list[TubeTask], jobs: int, progress) -> list[TubeOutcome]:
-    """Gate tubes in ``jobs`` worker processes (1: in this process), in task order."""
+def _gate_all(
+    tasks: list[TubeTask], jobs: int, progress, scheduler: str | None = None
+) -> list[TubeOutcome]:
+    """Gate tubes in ``jobs`` worker processes (1: in this process), or on the Dask distributed
+    cluster at ``scheduler``; results in task order."""
+    if scheduler is not None:
+        return _gate_on_dask(tasks, scheduler, progress)
     if jobs <= 1 or len(tasks) <= 1:
         out = []
         for t in tasks:
@@ -174,6 +180,27 @@ def _inputs_key(spec_tubes: pd.DataFrame, panels: Panels, qc_rules, reference, h
     return text_sha256(json.dumps(doc, sort_keys=True, default=str))
 
 
+def _gate_on_dask(tasks: list[TubeTask], scheduler: str, progress) -> list[TubeOutcome]:
+    """The same pure gate_tube calls on a Dask distributed cluster (``--executor dask``); the
+    files and strategy paths must be readable from the workers."""
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise RuntimeError(
+            "--executor dask needs dask.distributed: pip install 'cytowhim[dask]'"
+        ) from None
+    with Client(scheduler) as client:
+        futures = client.map(gate_tube, tasks, pure=False)
+        index = {f.key: i for i, f in enumerate(futures)}
+        out: list[TubeOutcome | None] = [None] * len(tasks)
+        for future in as_completed(futures):
+            i = index[future.key]
+            out[i] = future.result()
+            if progress:
+                progress(Path(tasks[i].file).name)
+    return out  # type: ignore[return-value]
+
+
 def run_manifest(
     manifest: str | os.PathLike,
     panels: Panels | None = None,
@@ -183,6 +210,7 @@ def run_manifest(
     jobs: int = 1,
     out: str | os.PathLike | None = None,
     save_events: bool = False,
+    scheduler: str | None = None,
 ) -> RunResult:
     """Gate, count, check and flag every usable tube of a manifest; failures are collected, never
     raised, so one broken file or CBC row leaves the rest of the run intact. ``jobs`` worker
@@ -217,8 +245,10 @@ def run_manifest(
     keys, reused = {}, {}
     if parts_dir is not None:
         for spec, spec_tubes in groups:
-            keys[spec] = _inputs_key(spec_tubes, panels, qc_rules, reference, hashes)
             path = part_path(parts_dir, spec)
+            if not path.is_file():
+                continue  # nothing to reuse: its files are hashed while they are gated
+            keys[spec] = _inputs_key(spec_tubes, panels, qc_rules, reference, hashes)
             if part_is_valid(path, keys[spec]):
                 reused[spec] = read_part(path)[1]
     overrides = tuple(sorted((t, str(p)) for t, p in panels.strategies.items()))
@@ -227,7 +257,10 @@ def run_manifest(
         TubeTask(r["file"], r["tube"], panels.source, overrides, save_events)
         for r in todo.to_dict("records")
     ]
-    outcomes = dict(zip(todo.index, _gate_all(tasks, jobs, progress)))
+    outcomes = dict(zip(todo.index, _gate_all(tasks, jobs, progress, scheduler)))
+    for outcome in outcomes.values():
+        if outcome.file_sha256:
+            sha[str(outcome.task.file)] = outcome.file_sha256
     tables, flags, done = [], [], []
     for spec, spec_tubes in groups:
         if spec in reused:
@@ -247,7 +280,8 @@ def run_manifest(
             if parts_dir is not None and len(records) == len(spec_tubes):
                 from .store import write_part
 
-                write_part(part_path(parts_dir, spec), spec, records, keys[spec])
+                key = keys.get(spec) or _inputs_key(spec_tubes, panels, qc_rules, reference, hashes)
+                write_part(part_path(parts_dir, spec), spec, records, key)
         if parts_dir is not None and len(records) == len(spec_tubes):
             done.append(spec)
         for r in records:

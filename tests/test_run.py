@@ -246,3 +246,35 @@ def test_sigkill_part_way_then_rerun_gives_identical_results(specimens, tmp_path
     a = read_results(out / "results.h5").populations()
     b = read_results(reference / "results.h5").populations()
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_dask_executor_gives_the_same_table(specimens, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    local = tmp_path / "local"
+    assert main(["run", str(specimens / "manifest.csv"), "--out", str(local), "-q"]) == 0
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        out = tmp_path / "dask"
+        code = main(
+            [
+                "run",
+                str(specimens / "manifest.csv"),
+                "--out",
+                str(out),
+                "-q",
+                "--executor",
+                "dask",
+                "--scheduler",
+                cluster.scheduler_address,
+            ]
+        )
+    assert code == 0
+    assert (out / "populations.csv").read_bytes() == (local / "populations.csv").read_bytes()
+
+
+def test_dask_executor_needs_a_scheduler(specimens, tmp_path, capsys):
+    code = main(
+        ["run", str(specimens / "manifest.csv"), "--out", str(tmp_path), "--executor", "dask"]
+    )
+    assert code == 2 and "--scheduler" in capsys.readouterr().err
