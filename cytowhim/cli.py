@@ -257,6 +257,30 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .errors import CytowhimError
+    from .export import to_csv, to_xlsx
+
+    results = Path(args.dir) / "results.h5"
+    if not (args.xlsx or args.csv):
+        _error("export: give --xlsx FILE and/or --csv DIR")
+        return 2
+    try:
+        written = []
+        if args.xlsx:
+            written.append(to_xlsx(results, args.xlsx))
+        if args.csv:
+            written.extend(to_csv(results, args.csv))
+    except (CytowhimError, OSError) as exc:
+        _error(f"export: {exc}")
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import main_report
 
@@ -406,6 +430,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peak", required=True, metavar="B", help="peak timepoint label")
     p.add_argument("--out", "-o", metavar="DIR", help="where to write table1.* (default: DIR)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "export",
+        help="population table, QC flags and provenance of DIR/results.h5 as XLSX or CSV",
+        description="Export the results of cytowhim run (DIR/results.h5) for a spreadsheet or "
+        "a LIMS: sheets/files populations, qc_flags and provenance. For events with population "
+        "labels in AnnData (.h5ad), use cytowhim.export.to_anndata from Python.",
+    )
+    p.add_argument("dir", metavar="DIR", help="a folder written by cytowhim run")
+    p.add_argument("--xlsx", metavar="FILE", help="write one workbook")
+    p.add_argument("--csv", metavar="FOLDER", help="write populations.csv, qc_flags.csv, ...")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
         "report",

@@ -278,3 +278,17 @@ def test_dask_executor_needs_a_scheduler(specimens, tmp_path, capsys):
         ["run", str(specimens / "manifest.csv"), "--out", str(tmp_path), "--executor", "dask"]
     )
     assert code == 2 and "--scheduler" in capsys.readouterr().err
+
+
+def test_export_cli_writes_xlsx_and_csv(specimens, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", str(specimens / "manifest.csv"), "--out", str(out), "-q"]) == 0
+    code = main(
+        ["export", str(out), "--xlsx", str(tmp_path / "r.xlsx"), "--csv", str(tmp_path / "csv")]
+    )
+    assert code == 0
+    sheet = pd.read_excel(tmp_path / "r.xlsx", sheet_name="populations")
+    table = pd.read_csv(out / "populations.csv")
+    assert len(sheet) == len(table) and list(sheet.events) == list(table.events)
+    assert (tmp_path / "csv" / "provenance.csv").is_file()
+    assert main(["export", str(tmp_path / "nothing")]) == 2
