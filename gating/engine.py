@@ -19,6 +19,7 @@ import dataclasses
 import math
 import threading
 import warnings
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -621,7 +622,7 @@ class _Bound:
         return sure
 
 
-class _Plan:
+class _Plan(ABC):
     """A population's gate, prepared for block-wise evaluation."""
 
     def __init__(self, pop: Any):
@@ -629,11 +630,12 @@ class _Plan:
         self.parent: str | None = pop.parent
         self.gate: Gate = pop.gate
 
+    @abstractmethod
     def evaluate(
         self, blk: _Block, parent: np.ndarray | None, masks: dict[str, np.ndarray]
     ) -> np.ndarray:
         """Bool array over the block; the caller ANDs it with the parent."""
-        raise NotImplementedError
+        ...
 
 
 class _RectanglePlan(_Plan):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import warnings
 import xml.etree.ElementTree as ET
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -400,7 +401,7 @@ class _Tree:
         )
 
 
-class _Workspace:
+class _Workspace(ABC):
     """What both dialects share: samples, sample choice, dimensions and the strategy."""
 
     def __init__(self, path: str | os.PathLike, root: ET.Element):
@@ -417,8 +418,9 @@ class _Workspace:
         self.matrix = _Matrix()
         self.tree = _Tree(where)
 
+    @abstractmethod
     def _samples(self) -> list[_SampleInfo]:
-        raise NotImplementedError
+        ...
 
     def pick(self, wanted: str) -> _SampleInfo:
         key = str(wanted)
@@ -457,8 +459,9 @@ class _Workspace:
         except GatingError as exc:
             raise StrategyError(f"{self.tree.where}: {exc}") from None
 
+    @abstractmethod
     def _read_sample(self, info: _SampleInfo) -> None:
-        raise NotImplementedError
+        ...
 
     def where(self, parts: tuple[str, ...]) -> str:
         return f"{self.tree.where}, population {_Tree.name(parts)!r}"

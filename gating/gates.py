@@ -10,6 +10,7 @@ Data-driven gates place themselves per sample: ``gate.resolve(values)`` returns 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -40,15 +41,16 @@ class Dimension:
         return self.name
 
 
-class Gate:
+class Gate(ABC):
     """Base class of every gate. Subclass it (and :func:`register_gate` it) for a custom gate."""
 
     kind: ClassVar[str] = "gate"
     dimensions: tuple[Dimension, ...]  # each subclass declares it (a dataclass field)
 
+    @abstractmethod
     def contains(self, values: np.ndarray) -> np.ndarray:
         """Bool array (events,) for ``values`` (events x dimensions, on the gate's scale)."""
-        raise NotImplementedError
+        ...
 
     def resolve(self, values: np.ndarray) -> Gate:
         """The concrete gate for this sample (data-driven gates compute their geometry here)."""

@@ -8,6 +8,7 @@ Gating-ML specification), imported on first use.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import ClassVar
@@ -22,7 +23,7 @@ def _as_f8(x: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Transform:
+class Transform(ABC):
     """Base class: a monotonic map of raw (compensated) values to the display scale."""
 
     kind: ClassVar[str] = "transform"
@@ -30,11 +31,13 @@ class Transform:
     #: turned into a range on raw values (gates then need no transformed events).
     monotonic: ClassVar[bool] = True
 
+    @abstractmethod
     def apply(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def inverse(self, y: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        ...
 
     def params(self) -> dict[str, float]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
