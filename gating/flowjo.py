@@ -419,8 +419,7 @@ class _Workspace(ABC):
         self.tree = _Tree(where)
 
     @abstractmethod
-    def _samples(self) -> list[_SampleInfo]:
-        ...
+    def _samples(self) -> list[_SampleInfo]: ...
 
     def pick(self, wanted: str) -> _SampleInfo:
         key = str(wanted)
@@ -460,8 +459,7 @@ class _Workspace(ABC):
             raise StrategyError(f"{self.tree.where}: {exc}") from None
 
     @abstractmethod
-    def _read_sample(self, info: _SampleInfo) -> None:
-        ...
+    def _read_sample(self, info: _SampleInfo) -> None: ...
 
     def where(self, parts: tuple[str, ...]) -> str:
         return f"{self.tree.where}, population {_Tree.name(parts)!r}"

@@ -32,12 +32,10 @@ class Transform(ABC):
     monotonic: ClassVar[bool] = True
 
     @abstractmethod
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        ...
+    def apply(self, x: np.ndarray) -> np.ndarray: ...
 
     @abstractmethod
-    def inverse(self, y: np.ndarray) -> np.ndarray:
-        ...
+    def inverse(self, y: np.ndarray) -> np.ndarray: ...
 
     def params(self) -> dict[str, float]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
