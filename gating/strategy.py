@@ -16,6 +16,14 @@ if TYPE_CHECKING:
     from .result import GatingResult
 
 
+_DASHES = str.maketrans({"\u2212": "-", "\u2013": "-", "\u2010": "-", "\u2011": "-"})
+
+
+def _fold(name: str) -> str:
+    """A population name with minus signs and dashes as ASCII hyphens (for lookups)."""
+    return str(name).translate(_DASHES)
+
+
 @dataclass(frozen=True)
 class Population:
     """A named population: the events of ``parent`` (all events if None) inside ``gate``.
@@ -146,6 +154,11 @@ class Strategy:
             hits = [n for n, path in self._paths.items() if path.endswith("/" + key)]
         if not hits:
             hits = [p.name for p in self.populations if p.display == key]
+        if not hits:
+            # 'CD27- B cells' finds 'CD27− B cells' and back: minus signs and dashes as hyphens
+            folded = _fold(key)
+            hits = [n for n, path in self._paths.items() if _fold(n) == folded]
+            hits = hits or [n for n, path in self._paths.items() if _fold(path) == folded]
         if len(hits) == 1:
             return hits[0]
         if hits:

@@ -88,7 +88,7 @@ def test_every_table1_population_has_a_gate():
         "CD45+ leukocytes",
         "singlets",
         "T cells",
-        "CD3− lymphocytes",
+        "CD3- lymphocytes",
     ):
         assert extra in gated
 

@@ -74,7 +74,7 @@ def test_to_csv(results, tmp_path):
     want = results.populations()
     assert list(table.columns) == list(want.columns) and len(table) == len(want) == 12
     assert table["population"].tolist() == want["population"].tolist()
-    assert "CD27− B cells" in set(table["population"])
+    assert "CD27- B cells" in set(table["population"])
     assert table["events"].tolist() == want["events"].tolist()
     assert np.allclose(
         pd.to_numeric(table["absolute_per_uL"]), want["absolute_per_uL"], equal_nan=True

@@ -17,7 +17,7 @@ from cytowhim.simulate.cohort import table1
 SMALL = (20_000, 30_000)
 TUBE_OF = {
     "memory B cells": "B",
-    "CD27− B cells": "B",
+    "CD27- B cells": "B",
     "transitional B cells": "B",
     "immature B cells": "B",
     "monocytes": "mono",

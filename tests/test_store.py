@@ -51,7 +51,7 @@ def make_table(specimen: str, tube: str, populations: list[str]) -> pd.DataFrame
 
 
 def make_record(specimen: str, tube: str, n_events: int = 37, seed: int = 0) -> TubeRecord:
-    populations = ["lymphocytes", "B cells", "CD27− B cells"]
+    populations = ["lymphocytes", "B cells", "CD27- B cells"]
     rng = np.random.default_rng(seed)
     return TubeRecord(
         specimen=specimen,
@@ -64,16 +64,16 @@ def make_record(specimen: str, tube: str, n_events: int = 37, seed: int = 0) -> 
         table=make_table(specimen, tube, populations),
         geometry={
             "lymphocytes": {"gate": "polygon", "vertices": [[1.0, 2.0], [3.5, 4.0], [5.0, 0.25]]},
-            "lymphocytes/B cells/CD27− B cells": {"gate": "rectangle", "min": [None], "max": [0.4]},
+            "lymphocytes/B cells/CD27- B cells": {"gate": "rectangle", "min": [None], "max": [0.4]},
         },
         qc_flags=[
             {
                 "specimen": specimen,
                 "tube": tube,
-                "population": "CD27− B cells",
+                "population": "CD27- B cells",
                 "rule": "imprecise",
                 "severity": "info",
-                "message": "37 events for CD27− B cells: counting error ≈ 16 %",
+                "message": "37 events for CD27- B cells: counting error ≈ 16 %",
             }
         ],
         notes=["lymphocytes: scatter_cluster fell back to its default µ gate"],
@@ -352,12 +352,12 @@ def test_results_readable_with_plain_h5py(tmp_path):
         tube = f["specimens/S1/tubes/TBNK"]
         m = tube["membership"]
         names = list(m.attrs["populations"])
-        cd27 = np.unpackbits(m[str(names.index("CD27− B cells"))][()], count=m.attrs["n_events"])
+        cd27 = np.unpackbits(m[str(names.index("CD27- B cells"))][()], count=m.attrs["n_events"])
         spec = dict(f["specimens/S1/specimen"].attrs)
         prov = dict(tube["provenance"].attrs)
-    assert table["population"].tolist()[:3] == ["lymphocytes", "B cells", "CD27− B cells"]
+    assert table["population"].tolist()[:3] == ["lymphocytes", "B cells", "CD27- B cells"]
     assert table["events"].tolist()[:3] == [100, 101, 102]
-    assert np.array_equal(cd27.astype(bool), records["S1"][0].membership["CD27− B cells"])
+    assert np.array_equal(cd27.astype(bool), records["S1"][0].membership["CD27- B cells"])
     assert spec["inputs_key"] == "key S1" and spec["patient"] == "P-ä1"
     assert prov["file_sha256"] == records["S1"][0].file_sha256
 
@@ -377,7 +377,7 @@ def test_hashes(tmp_path):
     path = tmp_path / "blob.fcs"
     path.write_bytes(data)
     assert file_sha256(path) == hashlib.sha256(data).hexdigest()
-    assert text_sha256("CD27− B cells") == hashlib.sha256("CD27− B cells".encode()).hexdigest()
+    assert text_sha256("CD27- B cells") == hashlib.sha256("CD27- B cells".encode()).hexdigest()
 
 
 def test_part_path_is_safe_and_distinct(tmp_path):

@@ -188,7 +188,7 @@ POPULATIONS: tuple[PopulationDef, ...] = (
     PopulationDef("NK cells", NK, "lymphocytes", ("CD3", "CD56")),
     PopulationDef("B cells", B, "lymphocytes", ("CD19",)),
     PopulationDef("memory B cells", ("b_memory",), "lymphocytes", ("CD19", "CD27")),
-    PopulationDef("CD27− B cells", B[1:], "lymphocytes", ("CD19", "CD27")),
+    PopulationDef("CD27- B cells", B[1:], "lymphocytes", ("CD19", "CD27")),
     PopulationDef(
         "transitional B cells", ("b_transitional",), "lymphocytes", ("CD19", "CD27", "IgD", "IgM")
     ),

@@ -109,7 +109,7 @@ def _leaves(values: dict[str, float], rng: np.random.Generator) -> dict[str, flo
     trans, imm = values["transitional B cells"], values["immature B cells"]
     c["b_memory"] = values["memory B cells"]
     c["b_transitional"], c["b_immature"] = trans, imm
-    c["b_igd_only"] = max(values["CD27− B cells"] - trans - imm, 0.05 * values["CD27− B cells"])
+    c["b_igd_only"] = max(values["CD27- B cells"] - trans - imm, 0.05 * values["CD27- B cells"])
     infl = values["inflammatory monocytes"]
     share = rng.uniform(0.5, 0.7)
     c["mono_classical"] = values["classical monocytes"]
@@ -176,8 +176,8 @@ def healthy(rng: np.random.Generator, n: int = 3) -> list[Specimen]:
         v["memory B cells"] = inside("memory B cells")
         v["transitional B cells"] = inside("transitional B cells")
         v["immature B cells"] = inside("immature B cells")
-        v["CD27− B cells"] = inside(
-            "CD27− B cells", lo=v["transitional B cells"] + v["immature B cells"] + 5
+        v["CD27- B cells"] = inside(
+            "CD27- B cells", lo=v["transitional B cells"] + v["immature B cells"] + 5
         )
         v["classical monocytes"] = inside("classical monocytes")
         v["inflammatory monocytes"] = inside("inflammatory monocytes")
