@@ -1,21 +1,74 @@
 """The run manifest: one row per tube file with specimen, patient, timepoint, tube and the CBC.
 
-CSV or XLSX. The CBC (WBC, ANC, ALC, AMC) is given once per specimen (repeated or blank on its
-other rows), in cells/µL or x10^3/µL, stated in the header (``ALC (x10^3/uL)``) or in a
-``units`` column; unstated units mean cells/µL unless the values could only be x10^3/µL.
-Counting beads (single platform) come per tube in ``beads_per_tube`` and ``volume_uL``.
+The manifest is a CSV (comma, semicolon or tab separated; UTF-8 or Windows-1252) or an XLSX
+workbook (first sheet), with a header row. Lines whose first cell starts with ``#`` are comments
+and blank lines are skipped; a ``#`` elsewhere is data (``tube#1.fcs``).
+
+Columns (header case does not matter; a unit may follow the name, ``ALC (x10^3/uL)``):
+
+- ``file``, ``specimen``, ``patient``, ``timepoint``, ``tube``: required on every row. ``file`` is
+  relative to the manifest's folder unless absolute.
+- ``WBC``, ``ANC``, ``ALC``, ``AMC``: the CBC, given once per specimen (repeated or blank on its
+  other rows). Two different values for one specimen are a problem.
+- ``units`` (optional): the unit of this row's CBC values whose header states none.
+- ``decimal`` (optional): this row's decimal separator, ``,`` or ``.`` (also ``comma``, ``dot``).
+- ``beads_per_tube``, ``volume_uL`` (optional): counting beads per tube (single platform).
+- ``age`` (optional): years at the draw, a number >= 0 and < 130; a header ``age (years)`` is fine,
+  any other unit is refused.
+- ``birth_date``, ``draw_date`` (optional, ISO 8601 ``YYYY-MM-DD``): without ``age`` the age is
+  computed from them in years with calendar arithmetic (completed years plus the elapsed fraction
+  of the current year; a 29 February birthday falls on 28 February in common years). With both an
+  ``age`` and the dates, ``age`` is used and must agree with the dates within a year.
+  ``draw_date`` alone is kept; ``birth_date`` without ``draw_date`` is a problem unless ``age`` is
+  given. The birth date itself is not passed on.
+- ``sex`` (optional): ``F``, ``M``, ``female``, ``male`` or empty (any case).
+
+``age``, ``sex``, ``birth_date`` and ``draw_date`` are per specimen, like the CBC.
+
+Units of the CBC, and their factors to cells/µL:
+
+- cells/uL (also ``/uL``, ``cells/µL``, ``/mm3``): 1
+- x10^3/uL (also ``10^3/uL``, ``10³/µL``, ``K/uL``, ``thousand/uL``): 1000
+- x10^9/L (also ``10^9/L``, ``G/L``): 1000
+- cells/mL (also ``/mL``): 0.001
+- x10^6/L (also ``10^6/L``): 0.001
+
+A CBC column's unit comes from its header (``WBC (x10^3/uL)``, ``WBC [10^9/L]``), else from the
+row's ``units`` cell, else from ``read_manifest(path, units=...)``; **with no unit stated anywhere
+the values are cells/µL**. A unit is never guessed from the size of a number. Any other stated
+unit is refused (``x10^3/mL``, ``10e3/uL`` or ``g/L`` included: they are easily a 1000-fold
+error). Because unstated means cells/µL, a CBC value above 0 and below one cell/µL (``AMC`` typed
+as ``0.082`` meaning x10^3/µL) is refused rather than read; zero is a valid count. A differential
+count (ANC, ALC, AMC) more than ten times the WBC is refused too: the columns are in different
+units.
+
+Numbers: ``.`` is the decimal point and a comma is refused as ambiguous (``0,66`` might be 0.66 or
+a mangled 66) unless the decimal separator is declared, per row in a ``decimal`` column or for the
+whole manifest with ``read_manifest(path, decimal=',')`` (or ``'.'``). With ``decimal='.'`` a
+comma may only group thousands (``1,176``, ``12,500.5``; ``0,66`` is refused); with ``decimal=','``
+the comma is the decimal point and ``.`` may only group thousands (``1.176,5``). Spaces (also
+no-break and thin spaces) may group thousands in any mode (``1 176``). Numeric cells of a workbook
+are numbers already and need no declaration.
 
 Bad rows never stop the run: :func:`read_manifest` returns the good tubes and a list of
-problems, each naming the file, the row and the column.
+problems, each naming the manifest, the row (the line of the file, header = 1, or the spreadsheet
+row), the column, the specimen, what was found and what was expected. A specimen with a problem is
+left out whole; the others are kept.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
+import numbers
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -24,8 +77,13 @@ from .errors import CytowhimError
 REQUIRED = ("file", "specimen", "patient", "timepoint", "tube")
 CBC = ("WBC", "ANC", "ALC", "AMC")
 BEADS = ("beads_per_tube", "volume_uL")
-_THOUSANDS = re.compile(r"(x|×|\*)?\s*10\^?3|10³|k/|thousand", re.IGNORECASE)
-_CELLS = re.compile(r"cells?\s*/\s*(u|µ|μ)l|/\s*(u|µ|μ)l", re.IGNORECASE)
+PER_SPECIMEN = ("age", "sex", "birth_date", "draw_date")
+COLUMNS = (*REQUIRED, *CBC, *BEADS, "row", "age", "sex", "draw_date", "cbc_units")
+MAX_AGE = 130.0
+ACCEPTED_UNITS = (
+    "cells/uL (/uL, cells/µL, /mm3), x10^3/uL (10^3/uL, 10³/µL, K/uL, thousand/uL), "
+    "x10^9/L (10^9/L, G/L), cells/mL (/mL), x10^6/L (10^6/L)"
+)
 
 
 class ManifestError(CytowhimError, ValueError):
@@ -48,189 +106,583 @@ class Problem:
         return f"{self.manifest}: row {self.row}{spec}{col}: {self.message}"
 
 
-def _unit_factor(text: str) -> float | None:
-    """1 for cells/µL, 1000 for x10^3/µL, None if the text states no unit."""
-    if _THOUSANDS.search(text):
-        return 1000.0
-    if _CELLS.search(text):
-        return 1.0
-    return None
+@dataclass(frozen=True)
+class Unit:
+    """A count unit: its short ASCII label and the factor that turns its values into cells/µL."""
+
+    label: str
+    factor: float
 
 
-def _normalise_columns(
-    frame: pd.DataFrame, where: str
-) -> tuple[pd.DataFrame, dict[str, float | None]]:
-    """Map headers like 'ALC (x10^3/uL)' to 'ALC' and remember each CBC column's unit."""
-    rename, units = {}, {}
-    for col in frame.columns:
-        text = str(col).strip()
-        base = re.split(r"[\s(\[]", text, maxsplit=1)[0]
-        key = (
-            base.upper()
-            if base.upper() in CBC
-            else base.lower()
-            if base.lower() in (*REQUIRED, "units")
-            else base
+CELLS_PER_UL = Unit("cells/uL", 1.0)
+_UNIT_FORMS = (  # matched against the text lower-cased, without spaces, µ as u, ³ as ^3
+    (re.compile(r"(cells?)?/(ul|mm\^?3)"), CELLS_PER_UL),
+    (re.compile(r"(x?10\^3|k|thousands?)(cells?)?/(ul|mm\^?3)"), Unit("x10^3/uL", 1000.0)),
+    (re.compile(r"x?10\^9(cells?)?/l"), Unit("x10^9/L", 1000.0)),
+    (re.compile(r"(cells?)?/ml"), Unit("cells/mL", 0.001)),
+    (re.compile(r"x?10\^6(cells?)?/l"), Unit("x10^6/L", 0.001)),
+)
+_GIGA_PER_L = ("G/L", "G/l", "Gpt/L", "Gpt/l")  # G/L, not g/L: grams per litre is no count
+_UNIT_SPELLINGS = str.maketrans({"µ": "u", "μ": "u", "×": "x", "*": "x", "³": "^3", "⁶": "^6"})
+
+
+def parse_unit(text: str) -> Unit | None:
+    """The count unit ``text`` states (a header's unit part or a ``units`` cell), None if blank.
+
+    ValueError, listing the accepted units, for anything else; never a guess."""
+    raw = _unbracket(str(text))
+    if not raw:
+        return None
+    key = re.sub(r"\s+", "", raw.translate(_UNIT_SPELLINGS).replace("⁹", "^9"))
+    if key in _GIGA_PER_L:
+        return Unit("x10^9/L", 1000.0)
+    for pattern, unit in _UNIT_FORMS:
+        if pattern.fullmatch(key.lower()):
+            return unit
+    raise ValueError(f"unit {raw!r} is not understood; accepted units: {ACCEPTED_UNITS}")
+
+
+_SPACES = str.maketrans({"\u00a0": " ", "\u2009": " ", "\u202f": " "})
+_NUMBER = re.compile(r"([+-]?)([0-9., ]*[0-9][0-9., ]*)([eE][+-]?[0-9]+)?")
+
+
+def parse_number(text: str, decimal: str | None = None) -> float:
+    """The number written in ``text``, ``decimal`` being the declared decimal separator.
+
+    ``decimal=None``: ``.`` is the decimal point and any comma is refused as ambiguous.
+    ``'.'``: a comma may only group thousands. ``','``: the comma is the decimal point and ``.``
+    may only group thousands. Spaces (also no-break and thin spaces) may group thousands in any
+    mode. Grouping must be correct: 1 to 3 leading digits (not starting with 0), then groups of
+    three. ValueError, saying what is wrong, for anything else: a string is read as the number it
+    writes in the declared convention or not at all."""
+    if decimal not in (None, ".", ","):
+        raise ValueError(f"decimal separator {decimal!r} is not '.' or ','")
+    match = _NUMBER.fullmatch(str(text).strip().translate(_SPACES))
+    if not match:
+        raise ValueError("is not a number")
+    sign, mantissa, exponent = match.groups()
+    if decimal is None and "," in mantissa:
+        raise ValueError(
+            "has an ambiguous comma (a decimal comma or a thousands separator?); declare the "
+            "decimal separator: a 'decimal' column (',' or '.') or read_manifest(..., decimal=',')"
         )
-        if base in BEADS or base.lower() in (b.lower() for b in BEADS):
-            key = next(b for b in BEADS if b.lower() == base.lower())
-        rename[col] = key
-        if key in CBC:
-            units[key] = _unit_factor(text[len(base) :])
-    frame = frame.rename(columns=rename)
-    dupes = frame.columns[frame.columns.duplicated()].tolist()
+    point = decimal or "."
+    grouping = {" ", ","} if point == "." else {" ", "."}
+    whole, _, fraction = mantissa.partition(point)
+    if point in fraction:
+        raise ValueError(f"has more than one decimal separator {point!r}")
+    if point in mantissa and not (fraction.isdigit() and fraction.isascii()):
+        raise ValueError(f"needs digits (and nothing else) after the decimal separator {point!r}")
+    separators = set(whole) - set("0123456789")
+    if separators:
+        sep = separators.pop()
+        groups = whole.split(sep)
+        if (
+            separators
+            or sep not in grouping
+            or not re.fullmatch(r"[1-9][0-9]{0,2}", groups[0])
+            or not all(re.fullmatch(r"[0-9]{3}", g) for g in groups[1:])
+        ):
+            shown = "1,176 or 12,500.5" if point == "." else "1.176,5"
+            raise ValueError(
+                f"is not a number with decimal separator {point!r}: "
+                f"{' or '.join(map(repr, sorted(grouping)))} may only group thousands in threes "
+                f"(e.g. {shown} or 1 176)"
+            )
+        whole = "".join(groups)
+    if not whole and not fraction:
+        raise ValueError("is not a number")
+    return float(f"{sign}{whole or '0'}.{fraction or '0'}{exponent or ''}")
+
+
+def age_in_years(birth: date, draw: date) -> float:
+    """Age at ``draw`` in years: completed years plus the elapsed fraction of the current year of
+    life (calendar arithmetic; a 29 February birthday falls on 28 February in common years)."""
+    if draw < birth:
+        raise ValueError(f"draw date {draw} is before the birth date {birth}")
+    years = draw.year - birth.year
+    if _anniversary(birth, birth.year + years) > draw:
+        years -= 1
+    last = _anniversary(birth, birth.year + years)
+    following = _anniversary(birth, birth.year + years + 1)
+    return years + (draw - last).days / (following - last).days
+
+
+def _anniversary(birth: date, year: int) -> date:
+    try:
+        return birth.replace(year=year)
+    except ValueError:  # 29 February in a common year
+        return date(year, 2, 28)
+
+
+_ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?")
+
+
+def _parse_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    match = _ISO_DATE.fullmatch(_text(value))
+    if match:
+        try:
+            return date(*map(int, match.groups()))
+        except ValueError:
+            pass
+    raise ValueError("is not a date in ISO 8601 form (YYYY-MM-DD)")
+
+
+_SEXES = {"": "", "f": "F", "female": "F", "m": "M", "male": "M"}
+_DECIMALS = {",": ",", "comma": ",", ".": ".", "dot": ".", "point": ".", "period": "."}
+_AGE_UNITS = ("years", "year", "yrs", "yr", "y", "a")
+_NAMES = {
+    **{c: c for c in (*REQUIRED, *PER_SPECIMEN, "units", "decimal", "beads_per_tube")},
+    "unit": "units",
+    "volume_ul": "volume_uL",
+    "date_of_birth": "birth_date",
+    "birthdate": "birth_date",
+    "dob": "birth_date",
+    "collection_date": "draw_date",
+}
+_OLD_NAMES = (*REQUIRED, "units", "beads_per_tube", "volume_ul")  # 'Specimen ID' is the specimen
+_CBC_HEADER = re.compile(
+    r"(WBC|ANC|ALC|AMC)(?![A-Za-z0-9])[\s,:_-]*(.*)", re.IGNORECASE | re.DOTALL
+)
+
+
+@dataclass(frozen=True)
+class _Column:
+    key: str  # what the manifest means by it, or the header itself for columns it does not use
+    header: str
+    unit: Unit | None = None
+    unit_error: str = ""
+
+
+def _unbracket(text: str) -> str:
+    text = text.strip()
+    if len(text) >= 2 and text[0] in "([" and text[-1] in ")]":
+        text = text[1:-1].strip()
+    return text
+
+
+def _column(header: Any) -> _Column:
+    text = _text(header)
+    cbc = _CBC_HEADER.fullmatch(text)
+    if cbc:
+        name = cbc.group(1).upper()
+        try:
+            return _Column(name, text, parse_unit(cbc.group(2)))
+        except ValueError as exc:
+            return _Column(name, text, unit_error=f"the header {text!r}: {exc}")
+    bracket = re.fullmatch(r"(.*?)\s*[(\[]([^()\[\]]*)[)\]]", text)
+    name, unit = bracket.groups() if bracket else (text, "")
+    key = re.sub(r"[\s-]+", "_", name.strip()).lower()
+    if key not in _NAMES:
+        first = re.split(r"[\s(\[]", text, maxsplit=1)[0].lower()
+        return _Column(_NAMES[first] if first in _OLD_NAMES else text, text)
+    if _NAMES[key] == "age" and unit.strip().lower() not in ("", *_AGE_UNITS):
+        return _Column(
+            "age",
+            text,
+            unit_error=f"the header {text!r} gives age in {unit.strip()!r}; "
+            "give it in years, e.g. 'age (years)'",
+        )
+    return _Column(_NAMES[key], text)
+
+
+def _columns(header: list[Any], where: str) -> list[_Column]:
+    columns = [_column(h) for h in header]
+    known = [c.key for c in columns if c.key in (*_NAMES.values(), *CBC)]
+    dupes = sorted({k for k in known if known.count(k) > 1})
     if dupes:
-        raise ManifestError(f"{where}: columns {dupes} appear twice")
-    missing = [c for c in REQUIRED if c not in frame.columns]
+        raise ManifestError(
+            f"{where}: columns {dupes} appear twice (headers "
+            f"{[c.header for c in columns if c.key in dupes]})"
+        )
+    missing = [c for c in REQUIRED if c not in known]
     if missing:
         raise ManifestError(
             f"{where}: missing columns {missing}; a manifest needs {list(REQUIRED)} "
-            f"and the CBC {list(CBC)} (cells/µL or x10^3/µL)"
+            f"and the CBC {list(CBC)} (cells/µL unless a unit is stated)"
         )
-    return frame, units
+    return columns
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """The manifest as a DataFrame of strings (CSV or XLSX); ManifestError if unreadable."""
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value).strip()
+
+
+def _number(value: Any, decimal: str | None) -> float:
+    """A cell as a number: workbook numbers as they are, text through :func:`parse_number`."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    return parse_number(_text(value), decimal)
+
+
+def _grid(path: Path) -> Iterator[tuple[int, list[Any]]]:
+    """(row number, cells) of every row of the manifest's table: CSV line or spreadsheet row."""
+    suffix = path.suffix.lower()
+    if suffix in (".xlsx", ".xlsm"):
+        import openpyxl
+
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        try:
+            yield from enumerate(
+                (list(r) for r in book.worksheets[0].iter_rows(min_row=1, values_only=True)), 1
+            )
+        finally:
+            book.close()
+        return
+    if suffix == ".xls":
+        frame = pd.read_excel(path, header=None, dtype=object)
+        yield from ((i + 1, list(r)) for i, r in enumerate(frame.itertuples(index=False)))
+        return
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("cp1252")  # Excel's "CSV" on Windows
+    first = next(
+        (ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")), ""
+    )
+    delimiter = max((",", ";", "\t"), key=first.count)  # a tie (no ';' or tab) keeps ','
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    line = 1
+    for cells in reader:
+        if not (cells and cells[0].lstrip().startswith("#")):
+            yield line, cells
+        line = reader.line_num + 1
+
+
+def _read(path: str | os.PathLike) -> tuple[list[Any], list[tuple[int, list[Any]]]]:
+    """(header cells, [(row number, cells)]) without blank rows and comments; ManifestError if
+    the manifest is missing or unreadable."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
     try:
-        if path.suffix.lower() in (".xlsx", ".xlsm", ".xls"):
-            return pd.read_excel(path, dtype=str).fillna("")
-        return pd.read_csv(path, dtype=str, keep_default_na=False, comment="#")
+        rows = [(n, cells) for n, cells in _grid(path) if any(_text(c) for c in cells)]
     except ImportError as exc:
         raise ManifestError(f"{path}: reading spreadsheets needs openpyxl ({exc})") from None
-    except Exception as exc:  # pandas raises many kinds for a broken file
+    except Exception as exc:  # csv, zip, openpyxl and decoding errors of a broken file
         raise ManifestError(
             f"{path}: cannot read the manifest ({type(exc).__name__}: {exc})"
         ) from None
+    if not rows:
+        raise ManifestError(f"{path}: the manifest is empty (no header row)")
+    return rows[0][1], rows[1:]
 
 
-def read_manifest(path: str | os.PathLike) -> tuple[pd.DataFrame, list[Problem]]:
-    """(tubes, problems): one row per usable tube with the file resolved to a path and the
-    specimen's CBC in cells/µL; every unusable row named in ``problems``. Specimens with a problem
-    in their CBC are left out whole (their counts would be wrong); others are kept."""
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """The manifest as a DataFrame of strings (CSV or XLSX); ManifestError if unreadable."""
+    header, rows = _read(path)
+    width = len(header)
+    return pd.DataFrame(
+        [[_text(c) for c in (cells + [""] * width)[:width]] for _, cells in rows],
+        columns=[_text(h) for h in header],
+    )
+
+
+def read_manifest(
+    path: str | os.PathLike, units: str | None = None, decimal: str | None = None
+) -> tuple[pd.DataFrame, list[Problem]]:
+    """(tubes, problems): one row per usable tube, every unusable row named in ``problems``.
+
+    ``tubes`` has the columns ``file`` (resolved against the manifest's folder), ``specimen``,
+    ``patient``, ``timepoint``, ``tube``, the specimen's ``WBC``, ``ANC``, ``ALC``, ``AMC`` in
+    cells/µL (NaN when not given), ``beads_per_tube``, ``volume_uL``, ``row`` (of the manifest),
+    ``age`` (years, NaN when unknown), ``sex`` ('F', 'M' or ''), ``draw_date`` (ISO text or '') and
+    ``cbc_units`` (the unit each CBC value was read in, e.g. 'WBC cells/uL; ALC x10^3/uL';
+    '(assumed)' marks a value with no unit stated).
+
+    ``units``: the CBC unit where neither the header nor a ``units`` cell states one (default
+    cells/µL). ``decimal``: the decimal separator, ',' or '.', where no ``decimal`` cell gives one
+    (default: '.' and commas refused). A specimen with a problem is left out whole; one missing
+    only part of its CBC is kept with those counts left empty. ManifestError when the manifest
+    cannot be used at all (missing, unreadable, no required columns) or an argument is wrong."""
     path = Path(path)
-    where = str(path)
-    frame, units = _normalise_columns(read_table(path), where)
-    first_row = 2  # header is row 1
-    problems: list[Problem] = []
-    cbc_of: dict[str, dict[str, float]] = {}
-    bad_specimens: set[str] = set()
-    rows = []
-    for k, rec in enumerate(frame.to_dict("records")):
-        row = first_row + k
-        spec = str(rec.get("specimen", "")).strip()
-        empty = [c for c in REQUIRED if not str(rec.get(c, "")).strip()]
+    try:
+        default_unit = parse_unit(units or "")
+    except ValueError as exc:
+        raise ManifestError(f"{path}: read_manifest(units={units!r}): {exc}") from None
+    if decimal not in (None, ".", ","):
+        raise ManifestError(f"{path}: read_manifest(decimal={decimal!r}): use ',' or '.'")
+    header, table = _read(path)
+    reader = _Reader(path, _columns(header, str(path)), default_unit, decimal)
+    for row, cells in table:
+        reader.read_row(row, cells)
+    return reader.result()
+
+
+class _Reader:
+    """The state of one read_manifest call: problems, left-out specimens, per-specimen values."""
+
+    def __init__(
+        self, path: Path, columns: list[_Column], unit: Unit | None, decimal: str | None
+    ) -> None:
+        self.path, self.where = path, str(path)
+        self.columns = columns
+        self.column = {c.key: c for c in columns}
+        self.unit, self.decimal = unit, decimal
+        self.problems: list[Problem] = []
+        self.bad: set[str] = set()
+        self.seen: dict[str, dict[str, tuple[Any, int, str]]] = {}  # key -> (value, row, note)
+        self.reported: set[tuple[str, str]] = set()  # (specimen, what) reported once
+        self.rows: list[dict[str, Any]] = []
+
+    def report(self, row: int, column: str, spec: str, message: str, keep: bool = False) -> None:
+        self.problems.append(Problem(self.where, row, column, spec, message))
+        if spec and not keep:
+            self.bad.add(spec)
+
+    def report_once(self, row: int, column: str, spec: str, message: str, what: str) -> None:
+        if (spec, what) not in self.reported:
+            self.reported.add((spec, what))
+            self.report(row, column, spec, message)
+        self.bad.add(spec)
+
+    def agree(self, spec: str, key: str, value: Any, row: int, note: str = "") -> None:
+        """Keep a per-specimen value; a different one on another row is a problem."""
+        known = self.seen.setdefault(spec, {})
+        if key not in known:
+            known[key] = (value, row, note)
+            return
+        before = known[key][0]
+        if isinstance(value, float):
+            same = abs(before - value) <= 1e-6 * max(1.0, abs(value))
+        else:
+            same = before == value
+        if not same:
+            self.report(
+                row,
+                key,
+                spec,
+                f"{key} of specimen {spec} is {_shown(before)} on an earlier row and "
+                f"{_shown(value)} here (earlier: row {known[key][1]}); give it once per specimen",
+            )
+
+    def read_row(self, row: int, cells: list[Any]) -> None:
+        rec = {c.key: cells[i] if i < len(cells) else None for i, c in enumerate(self.columns)}
+        spec = _text(rec["specimen"])
+        empty = [c for c in REQUIRED if not _text(rec[c])]
         if empty:
-            problems.append(Problem(where, row, empty[0], spec, f"{empty[0]} is empty"))
-            if spec:
-                bad_specimens.add(spec)
-            continue
-        row_unit = _unit_factor(str(rec.get("units", ""))) if "units" in frame.columns else None
-        for name in CBC:
-            raw = str(rec.get(name, "")).strip()
-            if not raw:
-                continue
+            self.report(row, empty[0], spec, f"{empty[0]} is empty")
+            return
+        extra = [_text(c) for c in cells[len(self.columns) :] if _text(c)]
+        if extra:
+            self.report(
+                row,
+                "",
+                spec,
+                f"the row has more cells than the header's {len(self.columns)} columns "
+                f"(first extra cell {extra[0]!r})",
+            )
+            return
+        decimal = self.decimal
+        if _text(rec.get("decimal")):
+            decimal = _DECIMALS.get(_text(rec["decimal"]).lower())
+            if decimal is None:
+                self.report(
+                    row, "decimal", spec, f"decimal={_text(rec['decimal'])!r} is not ',' or '.'"
+                )
+                return
+        unit, unit_error = self.unit, ""
+        if _text(rec.get("units")):
             try:
-                value = float(raw.replace(",", ""))
-            except ValueError:
-                problems.append(Problem(where, row, name, spec, f"{name}={raw!r} is not a number"))
-                bad_specimens.add(spec)
-                continue
-            if not math.isfinite(value) or value < 0:
-                problems.append(
-                    Problem(
-                        where, row, name, spec, f"{name}={raw!r}: a count must be a number >= 0"
-                    )
-                )
-                bad_specimens.add(spec)
-                continue
-            factor = units.get(name) or row_unit
-            if factor is None:
-                if "units" in frame.columns and str(rec.get("units", "")).strip():
-                    if spec in bad_specimens:
-                        break  # this row's unit is already reported
-                    problems.append(
-                        Problem(
-                            where,
-                            row,
-                            "units",
-                            spec,
-                            f"unit {rec['units']!r} is not understood; use cells/uL or x10^3/uL",
-                        )
-                    )
-                    bad_specimens.add(spec)
-                    break
-                if 0 < value < 30 and name in ("WBC", "ALC", "ANC"):
-                    problems.append(
-                        Problem(
-                            where,
-                            row,
-                            name,
-                            spec,
-                            f"{name}={raw} with no unit stated looks like x10^3/µL; state the unit in "
-                            "the header (e.g. 'ALC (x10^3/uL)') or a units column",
-                        )
-                    )
-                    bad_specimens.add(spec)
-                    continue
-                factor = 1.0
-            value *= factor
-            known = cbc_of.setdefault(spec, {})
-            if name in known and abs(known[name] - value) > 1e-6 * max(1.0, value):
-                problems.append(
-                    Problem(
-                        where,
-                        row,
-                        name,
-                        spec,
-                        f"{name} of specimen {spec} is {known[name]:g} on an "
-                        f"earlier row and {value:g} here",
-                    )
-                )
-                bad_specimens.add(spec)
-            known[name] = value
-        file_path = Path(str(rec["file"]).strip())
-        if not file_path.is_absolute():
-            file_path = path.parent / file_path
-        out = {c: str(rec[c]).strip() for c in REQUIRED}
-        out["file"] = str(file_path)
+                unit = parse_unit(_text(rec["units"]))
+            except ValueError as exc:
+                unit_error = str(exc)
+        for name in CBC:
+            if _text(rec.get(name)):
+                self._cbc(row, spec, name, rec[name], decimal, unit, unit_error)
+        out: dict[str, Any] = {c: _text(rec[c]) for c in REQUIRED}
+        file_path = Path(out["file"])
+        out["file"] = str(file_path if file_path.is_absolute() else self.path.parent / file_path)
         out["row"] = row
         for b in BEADS:
-            raw = str(rec.get(b, "")).strip()
-            out[b] = float(raw) if raw and _is_number(raw) else math.nan
-        rows.append(out)
-    for spec in sorted({r["specimen"] for r in rows} - bad_specimens):
-        missing = [c for c in CBC if c not in cbc_of.get(spec, {})]
-        spec_rows = [r for r in rows if r["specimen"] == spec]
+            out[b] = math.nan
+            if _text(rec.get(b)):
+                shown = _text(rec[b])
+                try:
+                    out[b] = _number(rec[b], decimal)
+                except ValueError as exc:
+                    self.report(row, b, spec, f"{b}={shown!r} {exc}")
+                    continue
+                if not math.isfinite(out[b]) or out[b] < 0:
+                    self.report(row, b, spec, f"{b}={shown!r}: must be a number >= 0")
+        self._demographics(row, spec, rec, decimal)
+        self.rows.append(out)
+
+    def _cbc(
+        self,
+        row: int,
+        spec: str,
+        name: str,
+        raw: Any,
+        decimal: str | None,
+        row_unit: Unit | None,
+        row_unit_error: str,
+    ) -> None:
+        shown = _text(raw)
+        try:
+            value = _number(raw, decimal)
+        except ValueError as exc:
+            self.report(row, name, spec, f"{name}={shown!r} {exc}")
+            return
+        if not math.isfinite(value) or value < 0:
+            self.report(row, name, spec, f"{name}={shown!r}: a count must be a number >= 0")
+            return
+        column = self.column[name]
+        if column.unit_error:
+            self.report_once(row, name, spec, column.unit_error, name)
+            return
+        if column.unit is None and row_unit_error:
+            self.report_once(row, "units", spec, row_unit_error, f"units of row {row}")
+            return
+        unit = column.unit or row_unit or CELLS_PER_UL
+        per_ul = value * unit.factor
+        if 0 < per_ul < 1:
+            if unit.factor == 1:
+                message = (
+                    f"{name}={shown} cells/µL: below one cell per µL; a count in x10^3/µL "
+                    f"needs its unit stated, e.g. '{name} (x10^3/uL)'"
+                )
+            else:
+                message = (
+                    f"{name}={shown} {unit.label} is {per_ul:g} cells/µL: below one cell per "
+                    "µL, which no CBC reports; check the value and its unit"
+                )
+            self.report(row, name, spec, message)
+            return
+        stated = column.unit is not None or row_unit is not None
+        self.agree(
+            spec, name, per_ul, row, f"{name} {unit.label}" + ("" if stated else " (assumed)")
+        )
+
+    def _demographics(self, row: int, spec: str, rec: dict[str, Any], decimal: str | None) -> None:
+        """One row's age, sex, birth and draw dates into the specimen's values."""
+        if _text(rec.get("age")):
+            shown = _text(rec["age"])
+            if self.column["age"].unit_error:
+                self.report_once(row, "age", spec, self.column["age"].unit_error, "age")
+                return
+            try:
+                age = _number(rec["age"], decimal)
+            except ValueError as exc:
+                self.report(row, "age", spec, f"age={shown!r} {exc}")
+            else:
+                if math.isfinite(age) and 0 <= age < MAX_AGE:
+                    self.agree(spec, "age", age, row)
+                else:
+                    self.report(
+                        row,
+                        "age",
+                        spec,
+                        f"age={shown!r}: expected years, a number >= 0 and < {MAX_AGE:g}",
+                    )
+        if "sex" in rec:
+            shown = _text(rec["sex"])
+            if shown.lower() not in _SEXES:
+                self.report(row, "sex", spec, f"sex={shown!r} is not F, M, female, male or empty")
+            elif shown:
+                self.agree(spec, "sex", _SEXES[shown.lower()], row)
+        for key in ("birth_date", "draw_date"):
+            if _text(rec.get(key)):
+                try:
+                    day = _parse_date(rec[key])
+                except ValueError as exc:
+                    self.report(row, key, spec, f"{key}={_text(rec[key])!r} {exc}")
+                else:
+                    self.agree(spec, key, day, row)
+
+    def _check_specimen(self, spec: str) -> None:
+        """Specimen-wide rules: age from the dates, differential within the WBC, a CBC or beads."""
+        known = self.seen.setdefault(spec, {})
+        birth, draw, age = (known.get(k) for k in ("birth_date", "draw_date", "age"))
+        if birth and draw and draw[0] < birth[0]:
+            self.report(
+                draw[1],
+                "draw_date",
+                spec,
+                f"draw_date {draw[0]} is before birth_date {birth[0]} (row {birth[1]})",
+            )
+        elif birth and draw:
+            years = age_in_years(birth[0], draw[0])
+            if age is not None and abs(age[0] - years) >= 1:
+                self.report(
+                    age[1],
+                    "age",
+                    spec,
+                    f"age {age[0]:g} disagrees with birth_date {birth[0]} and draw_date "
+                    f"{draw[0]} ({years:.2f} years)",
+                )
+            elif age is None and years >= MAX_AGE:
+                self.report(
+                    birth[1],
+                    "birth_date",
+                    spec,
+                    f"birth_date {birth[0]} and draw_date {draw[0]} give {years:.1f} years; "
+                    f"expected an age < {MAX_AGE:g}",
+                )
+            elif age is None:
+                known["age"] = (years, birth[1], "")
+        elif birth and age is None:
+            self.report(
+                birth[1],
+                "birth_date",
+                spec,
+                "birth_date without draw_date: the age at the draw is unknown; "
+                "add draw_date or age",
+            )
+        wbc = known.get("WBC")
+        for name in ("ANC", "ALC", "AMC"):
+            part = known.get(name)
+            if wbc and part and wbc[0] > 0 and part[0] > 10 * wbc[0]:
+                self.report(
+                    part[1],
+                    name,
+                    spec,
+                    f"{name}={part[0]:g} cells/µL ({part[2]}) is more than ten times "
+                    f"WBC={wbc[0]:g} cells/µL ({wbc[2]}), which a differential count cannot "
+                    "exceed: are the columns in different units? State each column's unit",
+                )
+                break
+        spec_rows = [r for r in self.rows if r["specimen"] == spec]
+        missing = [c for c in CBC if c not in known]
         beads = all(not math.isnan(r["beads_per_tube"]) for r in spec_rows)
         if missing and not beads:
             whole = len(missing) == len(CBC)
-            problems.append(
-                Problem(
-                    where,
-                    spec_rows[0]["row"],
-                    missing[0],
-                    spec,
-                    f"specimen {spec} has no {', '.join(missing)} (CBC, cells/µL) and no counting beads"
-                    + ("" if whole else "; counts against it are left empty"),
-                )
+            self.report(
+                spec_rows[0]["row"],
+                missing[0],
+                spec,
+                f"specimen {spec} has no {', '.join(missing)} (CBC, cells/µL) and no counting "
+                "beads" + ("" if whole else "; counts against it are left empty"),
+                keep=not whole,
             )
-            if whole:
-                bad_specimens.add(spec)
-    good = [r for r in rows if r["specimen"] not in bad_specimens]
-    for r in good:
-        for name in CBC:
-            r[name] = cbc_of.get(r["specimen"], {}).get(name, math.nan)
-    columns = [*REQUIRED, *CBC, *BEADS, "row"]
-    return pd.DataFrame(good, columns=columns), problems
+
+    def result(self) -> tuple[pd.DataFrame, list[Problem]]:
+        for spec in sorted({r["specimen"] for r in self.rows} - self.bad):
+            self._check_specimen(spec)
+        good = [r for r in self.rows if r["specimen"] not in self.bad]
+        for r in good:
+            known = self.seen.get(r["specimen"], {})
+            for name in CBC:
+                r[name] = known[name][0] if name in known else math.nan
+            r["age"] = known["age"][0] if "age" in known else math.nan
+            r["sex"] = known["sex"][0] if "sex" in known else ""
+            r["draw_date"] = known["draw_date"][0].isoformat() if "draw_date" in known else ""
+            r["cbc_units"] = "; ".join(known[n][2] for n in CBC if n in known)
+        return pd.DataFrame(good, columns=list(COLUMNS)), self.problems
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return value.isoformat() if isinstance(value, date) else str(value)
