@@ -207,11 +207,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.executor == "dask" and not args.scheduler:
             raise ValueError("--executor dask needs --scheduler ADDRESS")
         panels = Panels.load(args.panels).with_strategies(_strategy_overrides(args.strategy))
-        qc_rules = None
+        qc_rules = reporting = None
         if args.qc:
-            from .qc import QCRules
+            from .qc import read_lab_rules
 
-            qc_rules = QCRules.from_yaml(args.qc)
+            qc_rules, reporting = read_lab_rules(args.qc)
         reference = None
         if args.reference:
             from .reference import ReferenceIntervals
@@ -231,6 +231,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         out=args.out,
         save_events=args.save_events,
         scheduler=args.scheduler if args.executor == "dask" else None,
+        reporting=reporting,
+        units=args.units,
+        decimal=args.decimal,
     )
     path = write_run(result, args.out, manifest=args.manifest, panels=panels)
     for line in result.errors:
@@ -249,7 +252,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .errors import CytowhimError
 
     try:
-        comparison = compare_folder(args.dir, args.baseline, args.peak, out=args.out)
+        comparison = compare_folder(
+            args.dir,
+            args.baseline,
+            args.peak,
+            out=args.out,
+            panels=args.panels,
+            reference=args.reference,
+            include_flagged=args.include_flagged,
+        )
     except (CytowhimError, ValueError, OSError) as exc:
         _error(str(exc))
         return 2
@@ -388,8 +399,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="gate a tube with another strategy (repeatable)",
     )
     p.add_argument("--panels", metavar="FILE", help="the lab's panel file (default: bundled)")
-    p.add_argument("--qc", metavar="FILE", help="the lab's QC thresholds (YAML)")
+    p.add_argument(
+        "--qc", metavar="FILE", help="the lab's QC thresholds and reporting rules (YAML)"
+    )
     p.add_argument("--reference", metavar="FILE", help="the lab's reference intervals (CSV)")
+    p.add_argument(
+        "--units",
+        metavar="UNIT",
+        help="CBC unit where the manifest states none (default cells/uL; x10^3/uL, x10^9/L)",
+    )
+    p.add_argument(
+        "--decimal",
+        choices=[".", ","],
+        help="the manifest's decimal separator; a number with a comma is refused without it",
+    )
     p.add_argument(
         "--executor",
         choices=["local", "dask"],
@@ -429,6 +452,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", required=True, metavar="A", help="baseline timepoint label")
     p.add_argument("--peak", required=True, metavar="B", help="peak timepoint label")
     p.add_argument("--out", "-o", metavar="DIR", help="where to write table1.* (default: DIR)")
+    p.add_argument(
+        "--panels",
+        metavar="FILE",
+        help="panel file naming each population's reporting tube (default: the run's, else bundled)",
+    )
+    p.add_argument(
+        "--reference",
+        metavar="FILE",
+        help="the lab's reference intervals (CSV; age/sex bands per patient; default: the run's)",
+    )
+    p.add_argument(
+        "--include-flagged",
+        action="store_true",
+        help="compare counts whose QC failed too (by default they are left out and listed)",
+    )
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser(

@@ -10,7 +10,6 @@ timepoint (or a population at it) are listed in :attr:`Comparison.missing`, neve
 
 from __future__ import annotations
 
-import html
 import math
 import os
 import re
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import CytowhimError
+from .labels import ascii_name
 from .resources import data_path
 
 __all__ = [
@@ -61,6 +61,7 @@ TABLE_COLUMNS = (
     "significant",
     "reference_low",
     "reference_high",
+    "reference_varies",
     *_COUNTS,
 )
 MISSING_COLUMNS = ("patient", "missing", "detail")
@@ -125,6 +126,7 @@ class Comparison:
     peak: str
     sources: dict[str, str] = field(default_factory=dict)
     simulated: bool = False
+    loq_per_uL: float = 1.0  # means below print as '<1' in the Markdown and HTML tables
 
     def to_csv(self, path: str | os.PathLike) -> Path:
         """Write the table as CSV, :data:`CSV_LEADING` columns first; returns the path."""
@@ -136,53 +138,15 @@ class Comparison:
 
     def to_markdown(self) -> str:
         """Table 1 layout: '206 ± 71' cells, '§' on the peak when P < .05, reference 'low–high'."""
-        headers, rows = _display(self)
-        esc = [[c.replace("|", "\\|") for c in row] for row in [headers, *rows]]
-        lines = [f"# {_title(self)}", ""]
-        if self.simulated:
-            lines += [f"**{_SIMULATED}**", ""]
-        lines += [_legend(self), ""]
-        lines.append("| " + " | ".join(esc[0]) + " |")
-        lines.append("|" + "|".join("---" if i < 2 else "---:" for i in range(len(headers))) + "|")
-        lines += ["| " + " | ".join(r) + " |" for r in esc[1:]]
-        missing = _missing_lines(self)
-        if missing:
-            lines += ["", "## Patients missing a timepoint or a count", ""]
-            lines += [f"- {m}" for m in missing]
-        if self.notes:
-            lines += ["", "## Notes", ""]
-            lines += [f"- {n}" for n in self.notes]
-        return "\n".join(lines) + "\n"
+        from .compare_format import to_markdown
+
+        return to_markdown(self)
 
     def to_html(self) -> str:
         """One self-contained HTML page (inline style, no scripts or external assets)."""
-        e = html.escape
-        headers, rows = _display(self)
-        body = [f"<h1>{e(_title(self))}</h1>"]
-        if self.simulated:
-            body.append(f'<p class="simulated">{e(_SIMULATED)}</p>')
-        body.append(f"<p>{e(_legend(self))}</p>")
-        body.append("<table>")
-        body.append("<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in headers) + "</tr></thead>")
-        body.append("<tbody>")
-        for row in rows:
-            cells = (f'<td class="{"t" if i < 2 else "n"}">{e(c)}</td>' for i, c in enumerate(row))
-            body.append("<tr>" + "".join(cells) + "</tr>")
-        body.append("</tbody></table>")
-        for heading, items in (
-            ("Patients missing a timepoint or a count", _missing_lines(self)),
-            ("Notes", self.notes),
-        ):
-            if items:
-                body.append(f"<h2>{e(heading)}</h2><ul>")
-                body += [f"<li>{e(i)}</li>" for i in items]
-                body.append("</ul>")
-        return (
-            '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>{e(_title(self))}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-            + "\n".join(body)
-            + "\n</body>\n</html>\n"
-        )
+        from .compare_format import to_html
+
+        return to_html(self)
 
     def write(self, folder: str | os.PathLike, stem: str = "table1") -> dict[str, Path]:
         """Write ``stem``.csv, .md and .html into folder (created if needed); returns the paths."""
@@ -204,13 +168,20 @@ def compare_timepoints(
     sources: Mapping[str, str] | None = None,
     reference: ReferenceLookup | None = None,
     simulated: bool = False,
+    include_flagged: bool = False,
 ) -> Comparison:
     """Compare absolute counts (cells/µL) at ``baseline`` and ``peak``, patients paired.
 
     ``table``: a population table (columns :data:`REQUIRED_COLUMNS` at least). ``populations``:
     rows of the result (default: the Table 1 populations present, in Table 1 order). ``sources``:
-    population -> tube its counts are taken from (default and for populations not listed: the
-    first tube it appears in, said in the notes). ``reference``: intervals (default: Table 1's).
+    population -> tube its counts are taken from (default: the reporting tubes of the bundled
+    panels, ``data/panels.yaml``); a population in several tubes that ``sources`` does not name
+    is taken from the first tube in name order, never by row order. ``reference``: intervals,
+    a :class:`~cytowhim.reference.ReferenceIntervals` (each patient's own age and sex band from
+    the table's ``age`` and ``sex`` columns) or any ``lookup(population)``; default: the
+    intervals the run recorded per row (``reference_low``/``reference_high``), else Table 1's.
+    Counts whose QC failed (``qc_status`` 'fail', or a 'fail' in ``qc``) are left out and
+    listed in :attr:`Comparison.missing`, unless ``include_flagged``.
     """
     _check_columns(table, None)
     baseline, peak = str(baseline), str(peak)
@@ -225,40 +196,56 @@ def compare_timepoints(
             )
     table1 = published_table1()
     chosen = _choose_populations(frame, populations, table1, notes)
+    if sources is None:
+        from .panels import Panels
+
+        sources = Panels.load().report
     tubes = _choose_tubes(frame, chosen, sources, notes)
-    if reference is None:
-        reference = _Table1Intervals(table1)
-        notes.append(
-            "Reference intervals: Table 1 of the plerixafor study (12–40 healthy adult "
-            "volunteers); intervals are lab- and age-specific."
-        )
-    patients = list(dict.fromkeys(frame["patient"]))
+    intervals = _row_intervals(frame, reference, table1, notes)
+    frame = frame.assign(reference_low=intervals[0], reference_high=intervals[1])
+    patients = sorted(dict.fromkeys(frame["patient"]), key=_natural)
     frame = frame[frame["timepoint"].isin((baseline, peak))]
     used = frame[[tubes.get(p) == t for p, t in zip(frame["population"], frame["tube"])]]
     notes += _specimen_notes(used)
+    held = _held(used) if not include_flagged else {}
+    if held:
+        frame = frame.copy()
+        keys = zip(frame["patient"], frame["timepoint"], frame["population"], frame["tube"])
+        drop = [(pa, tp, po) in held and tubes.get(po) == tu for pa, tp, po, tu in keys]
+        frame.loc[drop, "absolute_per_uL"] = math.nan
+        notes.append(
+            f"{len(held)} count(s) with a failed QC check were left out (listed above; "
+            "include them with include_flagged / --include-flagged)."
+        )
+    elif include_flagged and _held(used):
+        notes.append(f"{len(_held(used))} count(s) with a failed QC check are included as asked.")
     has = {tp: set(frame.loc[frame["timepoint"] == tp, "patient"]) for tp in (baseline, peak)}
     lacking: dict[tuple[str, str], list[str]] = {}
     rows = []
     no_interval = []
     for pop in chosen:
         sub = frame[(frame["population"] == pop) & (frame["tube"] == tubes[pop])]
-        pairs, gaps = _paired_values(sub, patients, (baseline, peak), has)
+        pairs, gaps, limits = _paired_values(sub, patients, (baseline, peak), has)
         for gap in gaps:
             lacking.setdefault(gap, []).append(pop)
-        interval = _interval(reference, pop)
-        if interval is None:
+        if not _has_interval(limits):
             no_interval.append(pop)
-        rows.append(_row(pop, tubes[pop], pairs, interval))
+        rows.append(_row(pop, tubes[pop], pairs, limits))
     if no_interval:
         notes.append(f"No reference interval for: {', '.join(no_interval)}.")
-    missing = [
-        (patient, tp, f"no specimen at {tp}")
-        if patient not in has[tp]
-        else (patient, tp, f"no absolute count for {', '.join(lacking[patient, tp])}")
-        for patient in patients
-        for tp in (baseline, peak)
-        if patient not in has[tp] or (patient, tp) in lacking
-    ]
+    missing = []
+    for patient in patients:
+        for tp in (baseline, peak):
+            if patient not in has[tp]:
+                missing.append((patient, tp, f"no specimen at {tp}"))
+                continue
+            absent = [p for p in lacking.get((patient, tp), []) if (patient, tp, p) not in held]
+            failed = [p for p in lacking.get((patient, tp), []) if (patient, tp, p) in held]
+            if absent:
+                missing.append((patient, tp, f"no absolute count for {', '.join(absent)}"))
+            if failed:
+                reasons = "; ".join(f"{p} ({held[patient, tp, p]})" for p in failed)
+                missing.append((patient, tp, f"held back by failed QC: {reasons}"))
     if missing:
         notes.append(
             "Means, SEMs, fold changes, P values and reference counts use only the patients with "
@@ -286,10 +273,19 @@ def compare_folder(
     peak: str,
     out: str | os.PathLike | None = None,
     simulated: bool = False,
+    panels: str | os.PathLike | None = None,
+    reference: str | os.PathLike | None = None,
+    include_flagged: bool = False,
 ) -> Comparison:
     """Compare ``folder/populations.csv`` (written by ``cytowhim run``) and write table1.csv,
-    .md and .html into ``out`` (default: folder). PopulationTableError naming the file if it
-    is missing, unreadable or lacks columns."""
+    .md and .html into ``out`` (default: folder). The reporting tube of each population comes
+    from ``panels`` (a panel file), else the panel file the run used (``run.json``), else the
+    bundled panels; ``reference``: a lab's reference CSV (each patient's age and sex band),
+    else the intervals the run recorded. PopulationTableError naming the file if it is missing,
+    unreadable or lacks columns."""
+    from .panels import Panels
+    from .reference import ReferenceIntervals
+
     folder = Path(folder)
     path = folder / "populations.csv"
     if not path.is_file():
@@ -302,31 +298,44 @@ def compare_folder(
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise PopulationTableError(path, f"cannot be read as CSV ({exc})") from None
     _check_columns(table, path)
+    panel_file = panels if panels is not None else _run_panels(folder)
+    lookup = ReferenceIntervals.load(reference) if reference is not None else None
     try:
-        comparison = compare_timepoints(table, baseline, peak, simulated=simulated)
+        comparison = compare_timepoints(
+            table,
+            baseline,
+            peak,
+            sources=Panels.load(panel_file).report,
+            reference=lookup,
+            simulated=simulated,
+            include_flagged=include_flagged,
+        )
     except PopulationTableError as exc:
         raise PopulationTableError(path, exc.problem) from None
     comparison.write(folder if out is None else out)
     return comparison
 
 
+def _run_panels(folder: Path) -> Path | None:
+    """The panel file named in ``folder/run.json`` (None: bundled, or none recorded)."""
+    import json
+
+    try:
+        doc = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    name = doc.get("panels") if isinstance(doc, dict) else None
+    if not name:
+        return None
+    path = Path(name) if Path(name).is_absolute() else folder / name
+    return path if path.is_file() else None
+
+
 def print_table(comparison: Comparison) -> str:
     """A compact fixed-width text table (cells/µL) with the missing patients and notes."""
-    headers, rows = _display(comparison, compact=True)
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    from .compare_format import to_text
 
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
-        ).rstrip()
-
-    out = [_title(comparison)]
-    if comparison.simulated:
-        out.append(_SIMULATED)
-    out += [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
-    out += [f"missing: {m}" for m in _missing_lines(comparison)]
-    out += [f"note: {n}" for n in comparison.notes]
-    return "\n".join(out)
+    return to_text(comparison)
 
 
 # --- computation -----------------------------------------------------------------------------
@@ -362,6 +371,15 @@ def _normalise(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         )
     frame["absolute_per_uL"] = counts.astype(float)
     frame["qc"] = _text(table["qc"]) if "qc" in table.columns else ""
+    frame["qc_status"] = _text(table["qc_status"]) if "qc_status" in table.columns else ""
+    frame["age"] = (
+        pd.to_numeric(table["age"], errors="coerce").astype(float) if "age" in table else math.nan
+    )
+    frame["sex"] = _text(table["sex"]) if "sex" in table.columns else ""
+    frame["population"] = frame["population"].map(ascii_name)
+    if "reference_low" in table.columns and "reference_high" in table.columns:
+        for side in ("reference_low", "reference_high"):
+            frame[side] = pd.to_numeric(table[side], errors="coerce").astype(float)
     notes = []
     unlabelled = (frame["patient"] == "") | (frame["timepoint"] == "")
     if unlabelled.any():
@@ -399,13 +417,15 @@ def _choose_populations(
 def _choose_tubes(
     frame: pd.DataFrame,
     populations: list[str],
-    sources: Mapping[str, str] | None,
+    sources: Mapping[str, str],
     notes: list[str],
 ) -> dict[str, str]:
-    """Population -> tube: the one ``sources`` names, else the first in the table's row order."""
-    given = {} if sources is None else {str(k): str(v) for k, v in sources.items()}
+    """Population -> tube: the one ``sources`` (the panel's reporting tubes) names, else the
+    first tube by name; never the table's row order."""
+    given = {ascii_name(str(k)): str(v) for k, v in sources.items()}
     in_tubes = {
-        p: list(dict.fromkeys(g["tube"])) for p, g in frame.groupby("population", sort=False)
+        p: sorted(dict.fromkeys(g["tube"]), key=_natural)
+        for p, g in frame.groupby("population", sort=False)
     }
     chosen: dict[str, str] = {}
     defaulted = []
@@ -415,23 +435,86 @@ def _choose_tubes(
             chosen[pop] = given[pop]
             if tubes and chosen[pop] not in tubes:
                 notes.append(
-                    f"{pop}: sources names tube {chosen[pop]!r}, but the table has it only in "
-                    f"tube(s) {', '.join(tubes)}; no counts taken."
+                    f"{pop}: the panel reports it from tube {chosen[pop]!r}, but the table has "
+                    f"it only in tube(s) {', '.join(tubes)}; no counts taken."
                 )
         else:
             chosen[pop] = tubes[0] if tubes else ""
             if len(tubes) > 1:
                 defaulted.append(f"{pop} from {tubes[0]} (also in {', '.join(tubes[1:])})")
-    if not given:
+    if defaulted:
         notes.append(
-            "No tube per population given: each population is taken from the first tube it "
-            "appears in (table row order)" + (f": {'; '.join(defaulted)}." if defaulted else ".")
-        )
-    elif defaulted:
-        notes.append(
-            "Not in sources, taken from the first tube in the table: " + "; ".join(defaulted) + "."
+            "No reporting tube in the panels for: "
+            + "; ".join(defaulted)
+            + " (the first tube by name; set `report:` in the panel file)."
         )
     return chosen
+
+
+def _natural(text: str) -> tuple:
+    """Sort key: 'P2' before 'P10'."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(text)))
+
+
+def _held(used: pd.DataFrame) -> dict[tuple[str, str, str], str]:
+    """(patient, timepoint, population) -> the failed checks of counts held back by QC."""
+    out: dict[tuple[str, str, str], str] = {}
+    for rec in used.itertuples():
+        status = str(getattr(rec, "qc_status", "") or "")
+        text = str(rec.qc)
+        failed = re.findall(r"\bfail ([\w-]+)", text)
+        if status == "fail" or failed:
+            out[(rec.patient, rec.timepoint, rec.population)] = (
+                ", ".join(dict.fromkeys(failed)) or "fail inherited from its base"
+            )
+    return out
+
+
+def _row_intervals(
+    frame: pd.DataFrame, reference: ReferenceLookup | None, table1: pd.DataFrame, notes: list[str]
+) -> tuple[list[float], list[float]]:
+    """(low, high) per row: from ``reference`` (by age and sex when it has bands), else the
+    run's recorded interval, else Table 1's."""
+    n = len(frame)
+    recorded = "reference_low" in frame.columns and (
+        frame["reference_low"].notna().any() or frame["reference_high"].notna().any()
+    )
+    if reference is None and recorded:
+        notes.append("Reference intervals: as recorded per specimen by the run (populations.csv).")
+        return list(frame["reference_low"]), list(frame["reference_high"])
+    if reference is None:
+        reference = _Table1Intervals(table1)
+        notes.append(
+            "Reference intervals: Table 1 of the plerixafor study (12–40 healthy adult "
+            "volunteers); intervals are lab- and age-specific."
+        )
+    lows, highs = [math.nan] * n, [math.nan] * n
+    banded = hasattr(reference, "interval")
+    for i, (pop, age, sex) in enumerate(zip(frame["population"], frame["age"], frame["sex"])):
+        if banded:
+            found = reference.interval(pop, None if age != age else age, sex or None)
+            interval = None if found is None else (found.low, found.high)
+        else:
+            interval = _interval(reference, pop)
+        if interval is not None:
+            lows[i], highs[i] = interval
+    if banded:
+        notes.append(f"Reference intervals: {reference!r}, each patient's own age and sex band.")
+    return lows, highs
+
+
+def _shared_interval(limits: np.ndarray) -> tuple[float, float] | None:
+    """The interval every compared value was judged by, or None when there is none or they
+    differ (age or sex bands)."""
+    flat = limits.reshape(-1, 2)
+    if not len(flat) or np.all(np.isnan(flat)):
+        return None
+    same = (flat == flat[0]) | (np.isnan(flat) & np.isnan(flat[0]))
+    return (float(flat[0, 0]), float(flat[0, 1])) if np.all(same) else None
+
+
+def _has_interval(limits: np.ndarray) -> bool:
+    return bool(len(limits)) and not np.all(np.isnan(limits))
 
 
 def _specimen_notes(used: pd.DataFrame) -> list[str]:
@@ -463,11 +546,16 @@ def _specimen_notes(used: pd.DataFrame) -> list[str]:
 
 def _paired_values(
     sub: pd.DataFrame, patients: list[str], timepoints: tuple[str, str], has: dict[str, set[str]]
-) -> tuple[np.ndarray, list[tuple[str, str]]]:
+) -> tuple[np.ndarray, list[tuple[str, str]], np.ndarray]:
     """One population's counts (cells/µL) as a pairs x 2 array (baseline, peak) over the patients
-    with both, in patient order; and the (patient, timepoint) whose specimen lacks a count."""
-    value = sub.groupby(["patient", "timepoint"], sort=False)["absolute_per_uL"].mean()
-    pairs, gaps = [], []
+    with both, in patient order; the (patient, timepoint) whose specimen lacks a count; and the
+    reference (low, high) of each value as a pairs x 2 x 2 array (rows without an interval
+    left out of it)."""
+    grouped = sub.groupby(["patient", "timepoint"], sort=False)
+    value = grouped["absolute_per_uL"].mean()
+    low = grouped["reference_low"].first()
+    high = grouped["reference_high"].first()
+    pairs, gaps, limits = [], [], []
     for patient in patients:
         got = [value.get((patient, tp), math.nan) for tp in timepoints]
         gaps += [
@@ -477,7 +565,17 @@ def _paired_values(
         ]
         if all(math.isfinite(v) for v in got):
             pairs.append(got)
-    return np.array(pairs, dtype=float).reshape(-1, 2), gaps
+            limits.append(
+                [
+                    [low.get((patient, tp), math.nan), high.get((patient, tp), math.nan)]
+                    for tp in timepoints
+                ]
+            )
+    return (
+        np.array(pairs, dtype=float).reshape(-1, 2),
+        gaps,
+        np.array(limits, dtype=float).reshape(-1, 2, 2),
+    )
 
 
 def _interval(reference: ReferenceLookup, population: str) -> tuple[float, float] | None:
@@ -510,25 +608,26 @@ def _paired_p(before: np.ndarray, after: np.ndarray) -> float:
     return float(ttest_rel(after, before).pvalue)
 
 
-def _position(values: np.ndarray, interval: tuple[float, float] | None) -> list:
-    if interval is None:
+def _position(values: np.ndarray, limits: np.ndarray) -> list:
+    """[below, within, above] of values judged each by its own (low, high); NA without any."""
+    if not _has_interval(limits):
         return [pd.NA] * 3
-    low, high = interval
-    below = int((values < low).sum()) if not math.isnan(low) else 0
-    above = int((values > high).sum()) if not math.isnan(high) else 0
+    low, high = limits[:, 0], limits[:, 1]
+    below = int(np.sum(~np.isnan(low) & (values < low)))
+    above = int(np.sum(~np.isnan(high) & (values > high)))
     return [below, len(values) - below - above, above]
 
 
-def _row(
-    population: str, tube: str, pairs: np.ndarray, interval: tuple[float, float] | None
-) -> list:
+def _row(population: str, tube: str, pairs: np.ndarray, limits: np.ndarray) -> list:
+    """One result row; ``limits``: pairs x (baseline, peak) x (low, high) reference limits."""
     before, after = pairs[:, 0], pairs[:, 1]
     b_mean, b_sem = _mean_sem(before)
     p_mean, p_sem = _mean_sem(after)
     with np.errstate(divide="ignore", invalid="ignore"):
         fold = float(np.float64(p_mean) / np.float64(b_mean))
     p = _paired_p(before, after)
-    low, high = interval if interval is not None else (math.nan, math.nan)
+    shared = _shared_interval(limits)
+    low, high = shared if shared is not None else (math.nan, math.nan)
     return [
         population,
         tube,
@@ -542,112 +641,10 @@ def _row(
         bool(p < ALPHA),
         low,
         high,
-        *_position(before, interval),
-        *_position(after, interval),
+        shared is None and _has_interval(limits),
+        *_position(before, limits[:, 0, :] if len(limits) else limits),
+        *_position(after, limits[:, 1, :] if len(limits) else limits),
     ]
-
-
-# --- display ---------------------------------------------------------------------------------
-
-_SIMULATED = "Simulated specimens (synthetic data), not patient results."
-_CSS = (
-    "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
-    "table{border-collapse:collapse}th,td{padding:.3em .7em;border-bottom:1px solid #ccc}"
-    "th{text-align:left;background:#f3f3f3}td.n{text-align:right;white-space:nowrap}"
-    ".simulated{font-weight:bold;color:#a40;border:1px solid #a40;padding:.4em;display:inline-block}"
-)
-
-
-def _title(c: Comparison) -> str:
-    return f"Absolute counts (cells/µL), {c.baseline} vs {c.peak}"
-
-
-def _legend(c: Comparison) -> str:
-    return (
-        "Mean ± SEM over the patients with both timepoints (n); § = P < .05, two-sided paired "
-        f"t test, {c.baseline} vs {c.peak}; fold = {c.peak} mean / {c.baseline} mean; "
-        "L/N/H = patients below / within / above the reference interval."
-    )
-
-
-def _decimals(v: float) -> int:
-    """Table 1 rounding: whole numbers from 10, one decimal from 1, two significant figures below."""
-    a = abs(v)
-    if a >= 10 or a == 0:
-        return 0
-    return 1 if a >= 1 else 1 - math.floor(math.log10(a))
-
-
-def _fixed(v: float, decimals: int) -> str:
-    text = f"{v:.{decimals}f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def _mean_cell(mean: float, sem: float, mark: bool = False) -> str:
-    """'206 ± 71', '1.5 ± 0.7', '1 ± 0.1': the SEM to the mean's decimals (one significant
-    figure if that would round it to 0), whole numbers from 10; '§' appended when marked."""
-    if not math.isfinite(mean):
-        return "—"
-    decimals = _decimals(mean)
-    text = _fixed(mean, decimals)
-    if math.isfinite(sem):
-        sem_decimals = 0 if sem >= 10 else decimals
-        if sem > 0 and round(sem, sem_decimals) == 0:
-            sem_decimals = -math.floor(math.log10(sem))
-        text += f" ± {_fixed(sem, sem_decimals)}"
-    return text + " §" if mark else text
-
-
-def _reference_cell(low: float, high: float) -> str:
-    has_low, has_high = math.isfinite(low), math.isfinite(high)
-    if has_low and has_high:
-        return f"{low:g}–{high:g}"
-    if has_low:
-        return f"≥ {low:g}"
-    return f"≤ {high:g}" if has_high else "—"
-
-
-def _p_cell(p: float) -> str:
-    if not math.isfinite(p):
-        return "—"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _fold_cell(fold: float) -> str:
-    return f"{fold:.3g}" if math.isfinite(fold) else "—"
-
-
-def _lnh_cell(row, timepoint: str) -> str:
-    counts = [row[f"{timepoint}_{k}"] for k in ("below", "within", "above")]
-    return "—" if any(pd.isna(c) for c in counts) else "/".join(str(int(c)) for c in counts)
-
-
-def _display(c: Comparison, compact: bool = False) -> tuple[list[str], list[list[str]]]:
-    """Header and text cells shared by the markdown, HTML and terminal tables."""
-    table1 = published_table1()
-    phenotypes = dict(zip(table1["population"], table1["phenotype"]))
-    if compact:
-        headers = ["population", "tube", "n", c.baseline, c.peak, "fold", "P", "reference"]
-    else:
-        headers = ["population", "phenotype", c.baseline, c.peak, "reference", "n"]
-        headers += ["fold", "P", f"{c.baseline} L/N/H", f"{c.peak} L/N/H"]
-    rows = []
-    for r in c.table.to_dict("records"):
-        base = _mean_cell(r["baseline_mean"], r["baseline_sem"])
-        peak = _mean_cell(r["peak_mean"], r["peak_sem"], r["significant"])
-        ref = _reference_cell(r["reference_low"], r["reference_high"])
-        stats = [_fold_cell(r["fold_change"]), _p_cell(r["p_value"])]
-        if compact:
-            rows.append([r["population"], r["tube"], str(r["n_pairs"]), base, peak, *stats, ref])
-        else:
-            first = [r["population"], phenotypes.get(r["population"], ""), base, peak, ref]
-            lnh = [_lnh_cell(r, "baseline"), _lnh_cell(r, "peak")]
-            rows.append([*first, str(r["n_pairs"]), *stats, *lnh])
-    return headers, rows
-
-
-def _missing_lines(c: Comparison) -> list[str]:
-    return [f"{r.patient}: {r.missing} — {r.detail}" for r in c.missing.itertuples()]
 
 
 def _write_text(path: str | os.PathLike, text: str) -> Path:

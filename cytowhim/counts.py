@@ -114,21 +114,30 @@ def single_platform(
     return _like(events, _per_event(b, n / v) * e)
 
 
-def counting_error(events: ArrayLike, base_events: ArrayLike, base_count_per_uL: ArrayLike):
-    """Poisson counting error (1 SD, cells/µL) of a dual-platform absolute count.
+def counting_error(
+    events: ArrayLike,
+    base_events: ArrayLike,
+    base_count_per_uL: ArrayLike,
+    *,
+    nested: ArrayLike = False,
+    count_cv: ArrayLike = 0.0,
+):
+    """Counting error (1 SD, cells/µL) of an absolute count ``events / base_events * count``.
 
-    Both event counts are Poisson, so the relative SD of ``events / base_events`` is
-    ``sqrt(1/events + 1/base_events)`` and the error is ``absolute * sqrt(1/events +
-    1/base_events)``. With 0 events the count is below detection: the error reported is the
-    one-event resolution ``base_count_per_uL / base_events`` (what a single event would have
-    counted), not 0 or infinity. NaN where ``base_events`` is 0.
+    Relative variance, summed over independent sources:
 
+    - ``nested=True`` (the population is gated inside its base, e.g. CD4+ T cells within the
+      lymphocytes the ALC counts): the fraction ``p = events / base_events`` is binomial,
+      relative variance ``(1 - p) / events = 1/events - 1/base_events`` (0 for the base row);
+    - ``nested=False`` (independent counts, e.g. cells and counting beads): both counts are
+      Poisson, relative variance ``1/events + 1/base_events``;
+    - ``count_cv``: the coefficient of variation of ``base_count_per_uL`` itself (the analyzer's
+      imprecision of the ALC, AMC ... or the bead lot's), adds ``count_cv**2``.
+
+    error = absolute x sqrt(sum). With 0 events the count is below detection: the error reported
+    is the one-event resolution ``base_count_per_uL / base_events``. NaN where ``base_events`` is 0.
     For counting beads pass ``bead_events`` as ``base_events`` and ``beads_per_tube / volume_uL``
-    as ``base_count_per_uL``. The CBC's (or bead lot's) own imprecision is not included.
-
-    The two counts are treated as independent, which is exact for beads and conservative for a
-    population gated inside its base: there the binomial error, ``sqrt(1/events -
-    1/base_events)``, is smaller (and 0 for the base row itself).
+    as ``base_count_per_uL`` (``nested=False``).
     """
     e, b, c = (
         _checked(v, n, "counting_error")
@@ -138,9 +147,12 @@ def counting_error(events: ArrayLike, base_events: ArrayLike, base_count_per_uL:
             (base_count_per_uL, "base_count_per_uL"),
         )
     )
+    cv = _checked(count_cv, "count_cv", "counting_error")
+    inside = np.asarray(nested, dtype=bool)
     resolution = _per_event(b, c)
     with np.errstate(divide="ignore", invalid="ignore"):
-        relative = np.sqrt(1.0 / e + 1.0 / b)
+        counting = np.where(inside, np.maximum(1.0 / e - 1.0 / b, 0.0), 1.0 / e + 1.0 / b)
+        relative = np.sqrt(counting + cv**2)
         error = np.where(e > 0, resolution * e * relative, resolution)
     return _like(events, np.where(np.isnan(e), np.nan, error))
 
@@ -178,6 +190,7 @@ def absolute_counts(
     table: pd.DataFrame,
     cbc: Mapping[str, float] | pd.DataFrame,
     bases: Mapping[str, str] = BASE_TO_CBC,
+    cbc_cv: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """The population table with ``percent_of_base``, ``absolute_per_uL`` and
     ``absolute_error_per_uL`` (cells/µL) filled by the dual-platform formula.
@@ -185,17 +198,37 @@ def absolute_counts(
     ``table`` needs ``events``, ``base`` and ``base_events``. ``cbc`` maps 'WBC', 'ANC', 'ALC',
     'AMC' to cells/µL for the specimen(s) in the table, or is a DataFrame with a ``specimen``
     column and those columns (one CBC per specimen, e.g. the manifest). ``bases`` maps each base
-    population to its CBC count. A row whose count cannot be made keeps NaN and gets a note in
-    ``qc`` ('no CBC ALC', "no CBC count for base 'x'", "no events for base 'x'"); rows with an
-    empty base are left NaN without a note. Returns a copy; never drops rows.
+    population to its CBC count. ``cbc_cv``: the analyzer's CV per CBC count (default
+    :data:`~cytowhim.reporting.DEFAULT_CBC_CV`), part of the counting error.
+
+    A count must be nested in its base. With a boolean ``nested`` column (``cytowhim run``
+    fills it from the gating tree), nested rows get the binomial error; a row that is not
+    gated inside its base is counted from its ``events_in_base`` (its events that lie inside
+    the base), with a 'not nested' note in ``qc``. Without a ``nested`` column only the base
+    row itself is taken as nested and the others get the (larger) Poisson error.
+
+    A row whose count cannot be made keeps NaN and gets a note in ``qc`` ('no CBC ALC', "no CBC
+    count for base 'x'", "no events for base 'x'"); rows with an empty base are left NaN without
+    a note. Returns a copy; never drops rows.
     """
+    from .reporting import DEFAULT_CBC_CV
+
     _require(table, ("events", "base", "base_events"), "absolute_counts")
+    cvs = {**DEFAULT_CBC_CV, **(cbc_cv or {})}
     out = table.copy()
     events = _table_column(out, "events")
     base_events = _table_column(out, "base_events")
     cbc_of = _cbc_lookup(cbc)
     specimens = out["specimen"] if "specimen" in out.columns else pd.Series([None] * len(out))
+    nested = _nested(out)
+    counted = events.copy()
+    recounted = np.zeros(len(out), dtype=bool)  # not nested: counted from events inside the base
+    if "events_in_base" in out.columns:
+        inside = _table_column(out, "events_in_base")
+        recounted = ~nested & ~np.isnan(inside)
+        counted[recounted] = inside[recounted]
     count = np.full(len(out), np.nan)
+    cv = np.zeros(len(out))
     notes = _qc_texts(out)
     for i, (base, spec) in enumerate(zip(out["base"], specimens)):
         if _blank(base):
@@ -209,13 +242,32 @@ def absolute_counts(
             notes[i] = add_qc_note(notes[i], f"no CBC {name}")
             continue
         count[i] = value
+        cv[i] = cvs.get(name, 0.0)
         if math.isnan(base_events[i]):
             notes[i] = add_qc_note(notes[i], f"no events for base '{base}'")
-    out["percent_of_base"] = _percent(events, base_events)
-    out["absolute_per_uL"] = dual_platform(events, base_events, count)
-    out["absolute_error_per_uL"] = counting_error(events, base_events, count)
+        elif recounted[i]:
+            notes[i] = add_qc_note(
+                notes[i],
+                f"counted from the {counted[i]:.0f} of its {events[i]:.0f} events inside "
+                f"its base '{base}'",
+            )
+    out["percent_of_base"] = _percent(counted, base_events)
+    out["absolute_per_uL"] = dual_platform(counted, base_events, count)
+    out["absolute_error_per_uL"] = counting_error(
+        counted, base_events, count, nested=nested | recounted, count_cv=cv
+    )
     out["qc"] = notes
     return out
+
+
+def _nested(table: pd.DataFrame) -> np.ndarray:
+    """Whether each row's population lies inside its base: the ``nested`` column, else only
+    the base row itself."""
+    if "nested" in table.columns:
+        return np.array([v is True or v == 1 or str(v).lower() == "true" for v in table["nested"]])
+    if "population" not in table.columns:
+        return np.zeros(len(table), dtype=bool)
+    return (table["population"].astype(str) == table["base"].astype(str)).to_numpy(dtype=bool)
 
 
 def absolute_counts_beads(
@@ -223,9 +275,11 @@ def absolute_counts_beads(
     bead_events: float | Mapping,
     beads_per_tube: float | Mapping,
     volume_uL: float | Mapping,
+    bead_cv: float = 0.0,
 ) -> pd.DataFrame:
     """The population table with ``absolute_per_uL`` and ``absolute_error_per_uL`` (cells/µL)
-    filled by the single-platform (counting beads) formula.
+    filled by the single-platform (counting beads) formula; the error is Poisson on cells and
+    beads, plus ``bead_cv`` (the lot's beads-per-tube CV, a fraction).
 
     Each of ``bead_events`` (bead events gated in the tube), ``beads_per_tube`` (the lot's beads
     per tube) and ``volume_uL`` (sample µL in the tube) is one number for every row, or a mapping
@@ -259,7 +313,9 @@ def absolute_counts_beads(
     if "base_events" in out.columns:
         out["percent_of_base"] = _percent(events, _table_column(out, "base_events"))
     out["absolute_per_uL"] = dual_platform(events, values["bead_events"], concentration)
-    out["absolute_error_per_uL"] = counting_error(events, values["bead_events"], concentration)
+    out["absolute_error_per_uL"] = counting_error(
+        events, values["bead_events"], concentration, count_cv=bead_cv
+    )
     out["qc"] = notes
     return out
 

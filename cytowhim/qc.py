@@ -10,7 +10,21 @@ Per tube, percentages of lymphocytes are computed from the events gated in that 
   lymphocyte subsets (T, B, NK, CD4+, CD8+, or any population whose base is lymphocytes) (warn);
 - ``imprecise``: a population with fewer than ``min_population_events`` events carries more than
   ``1/sqrt(min_population_events)`` counting error (info);
-- ``no_lymphocytes``: a tube with T, B or NK cells but no 'lymphocytes' row (warn; nothing checked).
+- ``no_lymphocytes``: a tube with T, B or NK cells but no 'lymphocytes' row (warn; nothing checked);
+- ``cross_tube``: B and NK cells as % of lymphocytes agree across tubes within
+  ``max(cross_tube_points, cross_tube_relative x their mean)`` (warn: tubes of one specimen
+  disagree as real tubes do, and the study's Table 1 shows it);
+- ``percent_of_base``: a population above 100 % of its base cannot be counted against it (fail);
+  ``not_nested``: a population not gated inside its base (warn; it is counted from its events
+  inside the base);
+- ``cbc_consistency``: ANC, ALC and AMC each at most the WBC, and ANC + ALC + AMC at most
+  ``WBC x (1 + cbc_sum_tolerance)`` (fail: a unit or typing error in the CBC);
+- ``cbc_vs_flow``: the flow cytometer's scatter differential (lymphocytes, monocytes,
+  neutrophils as % of CD45+ leukocytes) against the analyzer's (ALC, AMC, ANC as % of WBC): warn
+  beyond ``cbc_flow_points`` points, fail beyond a ``cbc_flow_ratio``-fold difference.
+
+:func:`qc_status` gives each row its worst severity, its own or inherited from its base row
+(a lymphosum failure on the lymphocytes row holds back every count made against them).
 
 Populations are matched by name ('lymphocytes', 'T cells', 'B cells', 'NK cells', 'CD4+ T cells',
 'CD8+ T cells'), or by the last part of a gate path ('singlets/lymphocytes/T cells'). Checks flag,
@@ -40,6 +54,8 @@ __all__ = [
     "add_qc_note",
     "check_specimen",
     "check_table",
+    "qc_status",
+    "read_lab_rules",
 ]
 
 SEVERITIES = ("fail", "warn", "info")
@@ -74,6 +90,11 @@ class QCRules:
     cd3_tube_tolerance: float = 3.0
     min_lymphocytes: int = 2500
     min_population_events: int = 100
+    cross_tube_points: float = 1.0
+    cross_tube_relative: float = 0.25
+    cbc_sum_tolerance: float = 0.05
+    cbc_flow_points: float = 15.0
+    cbc_flow_ratio: float = 3.0
 
     def __post_init__(self) -> None:
         for name in ("lymphosum_target", "lymphosum_acceptable"):
@@ -95,11 +116,23 @@ class QCRules:
                 f"QC rules: lymphosum_target {list(self.lymphosum_target)} must lie within "
                 f"lymphosum_acceptable {list(self.lymphosum_acceptable)}"
             )
-        for name in ("tsum_tolerance", "cd3_tube_tolerance"):
+        for name in (
+            "tsum_tolerance",
+            "cd3_tube_tolerance",
+            "cross_tube_points",
+            "cross_tube_relative",
+            "cbc_sum_tolerance",
+            "cbc_flow_points",
+        ):
             value = getattr(self, name)
             if not _is_number(value) or value < 0:
-                raise QCRulesError(f"QC rule {name} must be a number >= 0 (points); got {value!r}")
+                raise QCRulesError(f"QC rule {name} must be a number >= 0; got {value!r}")
             object.__setattr__(self, name, float(value))
+        if not _is_number(self.cbc_flow_ratio) or self.cbc_flow_ratio < 1:
+            raise QCRulesError(
+                f"QC rule cbc_flow_ratio must be a number >= 1 (fold); got {self.cbc_flow_ratio!r}"
+            )
+        object.__setattr__(self, "cbc_flow_ratio", float(self.cbc_flow_ratio))
         for name in ("min_lymphocytes", "min_population_events"):
             value = getattr(self, name)
             if not _is_number(value) or value < 0 or float(value) != int(value):
@@ -141,6 +174,8 @@ class QCRules:
             raise QCRulesError(f"{path}: cannot read QC rules ({exc.strerror or exc})") from None
         except yaml.YAMLError as exc:
             raise QCRulesError(f"{path}: not valid YAML ({exc})") from None
+        if isinstance(doc, Mapping):
+            doc = {k: v for k, v in doc.items() if k != "reporting"}
         return cls.from_mapping({} if doc is None else doc, source=str(path))
 
 
@@ -171,11 +206,20 @@ def add_qc_note(text: str, note: str) -> str:
     return "; ".join(notes)
 
 
-def check_specimen(table: pd.DataFrame, rules: QCRules | None = None) -> list[QCFlag]:
+def check_specimen(
+    table: pd.DataFrame,
+    rules: QCRules | None = None,
+    cbc: Mapping[str, float] | None = None,
+    bases: Mapping[str, str] | None = None,
+) -> list[QCFlag]:
     """QC flags of one specimen's population rows (all its tubes).
 
-    ``table`` needs ``specimen``, ``tube``, ``population`` and ``events``. Raises
-    :class:`QCError` if it holds several specimens or a tube repeats a key population.
+    ``table`` needs ``specimen``, ``tube``, ``population`` and ``events`` (``base``,
+    ``percent_of_base`` and ``nested`` enable the nesting checks). ``cbc``: the specimen's CBC
+    (WBC, ANC, ALC, AMC in cells/µL) for the CBC checks; ``bases``: base population -> CBC count
+    (default :data:`cytowhim.counts.BASE_TO_CBC`). CBC-wide flags have an empty tube and
+    population. Raises :class:`QCError` if it holds several specimens or a tube repeats a key
+    population.
     """
     rules = rules or QCRules()
     _require(table, ("specimen", "tube", "population", "events"))
@@ -195,7 +239,13 @@ def check_specimen(table: pd.DataFrame, rules: QCRules | None = None) -> list[QC
         flags.extend(tube_flags)
         if cd3_percent is not None:
             cd3[tube] = cd3_percent
+        if cbc:
+            flags.extend(_check_cbc_vs_flow(spec, tube, rows, cbc, _bases(bases), rules))
     flags.extend(_check_cd3_across_tubes(spec, cd3, rules))
+    flags.extend(_check_cross_tube(spec, table, rules))
+    flags.extend(_check_nesting(spec, table))
+    if cbc:
+        flags.extend(_check_cbc(spec, cbc, rules))
     flags.extend(_check_event_counts(spec, table, rules))
     return flags
 
@@ -306,31 +356,289 @@ def _check_event_counts(spec: str, table: pd.DataFrame, rules: QCRules) -> list[
 
 
 def check_table(
-    table: pd.DataFrame, rules: QCRules | None = None
+    table: pd.DataFrame,
+    rules: QCRules | None = None,
+    cbc: Mapping[Any, Mapping[str, float]] | pd.DataFrame | None = None,
+    bases: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, list[QCFlag]]:
     """(table with its ``qc`` column filled, all flags) for a table of any number of specimens.
 
     Each row's ``qc`` gets the flags about it ('; '-joined ``str(flag)``), added to any note
     already there; specimen-wide flags (lymphosum, T-sum, CD3 across tubes, lymphocyte count)
-    go on the 'lymphocytes' row of the tube concerned. Returns a copy; no row is dropped.
+    go on the 'lymphocytes' row of the tube concerned, CBC flags on every base row (the rows
+    the CBC counts). ``cbc``: specimen -> {WBC, ANC, ALC, AMC} (cells/µL), or a DataFrame with a
+    ``specimen`` column (e.g. the manifest). Returns a copy; no row is dropped.
     """
     rules = rules or QCRules()
     _require(table, ("specimen", "tube", "population", "events"))
     out = table.copy()
     notes = ["" if _blank(v) else str(v) for v in out["qc"]] if "qc" in out.columns else None
     notes = notes or [""] * len(out)
+    cbc_of = _cbc_by_specimen(cbc)
     flags: list[QCFlag] = []
-    for _, rows in out.groupby(out["specimen"].map(_key), sort=False):
-        flags.extend(check_specimen(rows, rules))
-    positions: dict[tuple[str, str, str], list[int]] = {}
-    keys = zip(out["specimen"].map(_key), out["tube"].map(_key), out["population"].map(str))
-    for i, key in enumerate(keys):
-        positions.setdefault(key, []).append(i)
-    for f in flags:
-        for i in positions.get((f.specimen, f.tube, f.population), []):
-            notes[i] = add_qc_note(notes[i], str(f))
+    for spec, rows in out.groupby(out["specimen"].map(_key), sort=False):
+        flags.extend(check_specimen(rows, rules, cbc_of.get(spec), bases))
+    for f, i in _flag_rows(out, flags, bases):
+        notes[i] = add_qc_note(notes[i], str(f))
     out["qc"] = notes
     return out, flags
+
+
+def qc_status(
+    table: pd.DataFrame, flags: list[QCFlag], bases: Mapping[str, str] | None = None
+) -> list[str]:
+    """Per row, the worst severity ('fail', 'warn', 'info' or '') of the flags about it, with the
+    fails and warnings of its base row in the same tube inherited (a failed lymphosum on the
+    lymphocytes row holds back every count made against the lymphocytes of that tube)."""
+    rank = {"": 0, "info": 1, "warn": 2, "fail": 3}
+    worst = [""] * len(table)
+    for f, i in _flag_rows(table, flags, bases):
+        if rank[f.severity] > rank[worst[i]]:
+            worst[i] = f.severity
+    if "base" not in table.columns:
+        return worst
+    row_of = {
+        (s, t, p): i
+        for i, (s, t, p) in enumerate(
+            zip(table["specimen"].map(_key), table["tube"].map(_key), table["population"].map(str))
+        )
+    }
+    out = list(worst)
+    for i, (s, t, b) in enumerate(
+        zip(table["specimen"].map(_key), table["tube"].map(_key), table["base"].map(_key))
+    ):
+        j = row_of.get((s, t, b))
+        if j is not None and worst[j] in ("fail", "warn") and rank[worst[j]] > rank[out[i]]:
+            out[i] = worst[j]
+    return out
+
+
+def read_lab_rules(path: str | os.PathLike):
+    """(QCRules, ReportingRules) from a lab's YAML file: QC rules at the top level, reporting
+    rules under ``reporting:``; errors name the file and the key."""
+    import yaml
+
+    from .reporting import ReportingRules
+
+    path = Path(path)
+    rules = QCRules.from_yaml(path)
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    reporting = doc.get("reporting") if isinstance(doc, Mapping) else None
+    return rules, ReportingRules.from_mapping(reporting, source=str(path))
+
+
+def _flag_rows(table: pd.DataFrame, flags: list[QCFlag], bases: Mapping[str, str] | None):
+    """(flag, row position) for every row a flag is about; CBC-wide flags (no tube) go to the
+    specimen's base rows."""
+    positions: dict[tuple[str, str, str], list[int]] = {}
+    base_rows: dict[str, list[int]] = {}
+    known = _bases(bases)
+    bases_col = table["base"].map(_key) if "base" in table.columns else None
+    keys = zip(table["specimen"].map(_key), table["tube"].map(_key), table["population"].map(str))
+    for i, key in enumerate(keys):
+        positions.setdefault(key, []).append(i)
+        if key[2] in known and (bases_col is None or bases_col.iloc[i] == key[2]):
+            base_rows.setdefault(key[0], []).append(i)
+    for f in flags:
+        rows = positions.get((f.specimen, f.tube, f.population), [])
+        if not f.tube and not f.population:
+            rows = base_rows.get(f.specimen, [])
+        for i in rows:
+            yield f, i
+
+
+def _bases(bases: Mapping[str, str] | None) -> Mapping[str, str]:
+    from .counts import BASE_TO_CBC
+
+    return BASE_TO_CBC if bases is None else {**BASE_TO_CBC, **bases}
+
+
+def _cbc_by_specimen(cbc: Any) -> dict[str, dict[str, float]]:
+    if cbc is None:
+        return {}
+    if isinstance(cbc, pd.DataFrame):
+        out: dict[str, dict[str, float]] = {}
+        for rec in cbc.to_dict("records"):
+            known = out.setdefault(_key(rec.get("specimen")), {})
+            for name in ("WBC", "ANC", "ALC", "AMC"):
+                value = pd.to_numeric(rec.get(name), errors="coerce")
+                if value is not None and not pd.isna(value):
+                    known[name] = float(value)
+        return out
+    return {_key(k): dict(v) for k, v in cbc.items()}
+
+
+def _check_nesting(spec: str, table: pd.DataFrame) -> list[QCFlag]:
+    """percent_of_base above 100 (fail) and populations not gated inside their base (warn)."""
+    flags = []
+    if "percent_of_base" in table.columns:
+        percent = pd.to_numeric(table["percent_of_base"], errors="coerce").astype(float)
+        for tube, population, value in zip(table["tube"].map(_key), table["population"], percent):
+            if not math.isnan(value) and _outside(value, 0.0, 100.0):
+                flags.append(
+                    QCFlag(
+                        spec,
+                        tube,
+                        str(population),
+                        "percent_of_base",
+                        "fail",
+                        f"{population} is {value:.2f} % of its base: more than 100 %, so it was "
+                        "not gated inside it and cannot be counted against it",
+                    )
+                )
+    if "nested" in table.columns and "base" in table.columns:
+        for tube, population, base, nested in zip(
+            table["tube"].map(_key), table["population"].map(str), table["base"], table["nested"]
+        ):
+            if _blank(base) or str(nested).lower() in ("true", "1", "nan", ""):
+                continue
+            flags.append(
+                QCFlag(
+                    spec,
+                    tube,
+                    population,
+                    "not_nested",
+                    "warn",
+                    f"{population} is not gated inside its base {base}; counted from its "
+                    f"events inside {base} (gate it inside {base}, or count it against a base "
+                    "that contains it)",
+                )
+            )
+    return flags
+
+
+def _check_cbc(spec: str, cbc: Mapping[str, float], rules: QCRules) -> list[QCFlag]:
+    """Each differential count at most the WBC; their sum at most WBC x (1 + tolerance)."""
+    wbc = cbc.get("WBC", math.nan)
+    if wbc is None or math.isnan(wbc):
+        return []
+    flags = []
+    parts = {k: cbc[k] for k in ("ANC", "ALC", "AMC") if k in cbc and not math.isnan(cbc[k])}
+    for name, value in parts.items():
+        if _outside(value, 0.0, wbc):
+            flags.append(
+                QCFlag(
+                    spec,
+                    "",
+                    "",
+                    "cbc_consistency",
+                    "fail",
+                    f"CBC {name} {value:g} cells/µL is above the WBC {wbc:g} cells/µL: check the "
+                    "units and values of the CBC",
+                )
+            )
+    total = sum(parts.values())
+    limit = wbc * (1 + rules.cbc_sum_tolerance)
+    if len(parts) > 1 and _outside(total, 0.0, limit) and not flags:
+        listing = " + ".join(f"{k} {v:g}" for k, v in parts.items())
+        flags.append(
+            QCFlag(
+                spec,
+                "",
+                "",
+                "cbc_consistency",
+                "fail",
+                f"CBC {listing} = {total:g} cells/µL exceeds the WBC {wbc:g} by more than "
+                f"{rules.cbc_sum_tolerance * 100:g} %: check the units and values of the CBC",
+            )
+        )
+    return flags
+
+
+def _check_cbc_vs_flow(
+    spec: str,
+    tube: str,
+    rows: pd.DataFrame,
+    cbc: Mapping[str, float],
+    bases: Mapping[str, str],
+    rules: QCRules,
+) -> list[QCFlag]:
+    """Each base population as % of the CD45+ base (flow) against its CBC count as % of WBC."""
+    events = dict(zip(rows["population"].map(str), pd.to_numeric(rows["events"], errors="coerce")))
+    leukocytes = [p for p, name in bases.items() if name == "WBC" and p in events]
+    wbc = cbc.get("WBC", math.nan)
+    if not leukocytes or wbc is None or math.isnan(wbc) or wbc <= 0:
+        return []
+    total = float(events[leukocytes[0]])
+    if not total > 0:
+        return []
+    flags = []
+    for population, name in bases.items():
+        if name == "WBC" or population not in events or name not in cbc:
+            continue
+        count = cbc[name]
+        if count is None or math.isnan(count) or math.isnan(events[population]):
+            continue
+        flow = float(events[population]) / total * 100.0
+        analyzer = count / wbc * 100.0
+        fold = max(flow, analyzer) / min(flow, analyzer) if min(flow, analyzer) > 0 else math.inf
+        message = (
+            f"{population} are {flow:.1f} % of {leukocytes[0]} in tube {tube}, the CBC's {name} "
+            f"is {analyzer:.1f} % of the WBC"
+        )
+        if max(flow, analyzer) >= 1.0 and fold > rules.cbc_flow_ratio:
+            flags.append(
+                QCFlag(
+                    spec,
+                    tube,
+                    population,
+                    "cbc_vs_flow",
+                    "fail",
+                    f"{message}: {fold:.3g}-fold apart (> {rules.cbc_flow_ratio:g}); check the "
+                    f"CBC's units and the {population} gate",
+                )
+            )
+        elif _outside(abs(flow - analyzer), 0.0, rules.cbc_flow_points):
+            flags.append(
+                QCFlag(
+                    spec,
+                    tube,
+                    population,
+                    "cbc_vs_flow",
+                    "warn",
+                    f"{message}: {abs(flow - analyzer):.1f} points apart "
+                    f"(> {rules.cbc_flow_points:g})",
+                )
+            )
+    return flags
+
+
+def _check_cross_tube(spec: str, table: pd.DataFrame, rules: QCRules) -> list[QCFlag]:
+    """B and NK cells as % of lymphocytes agree across the tubes that measure them (warn)."""
+    percent: dict[str, dict[str, float]] = {B_CELLS: {}, NK_CELLS: {}}
+    for tube, rows in table.groupby(table["tube"].map(_key), sort=False):
+        found = _key_rows(rows, spec, tube)
+        if LYMPHOCYTES not in found or not found[LYMPHOCYTES][1] > 0:
+            continue
+        for population in percent:
+            if population in found and not math.isnan(found[population][1]):
+                percent[population][tube] = found[population][1] / found[LYMPHOCYTES][1] * 100
+    flags = []
+    for population, by_tube in percent.items():
+        if len(by_tube) < 2:
+            continue
+        values = list(by_tube.values())
+        spread = max(values) - min(values)
+        mean = sum(values) / len(values)
+        allowed = max(rules.cross_tube_points, rules.cross_tube_relative * mean)
+        if not _outside(spread, 0.0, allowed):
+            continue
+        listing = ", ".join(f"tube {t} {v:.2f} %" for t, v in by_tube.items())
+        message = (
+            f"{population} as % of lymphocytes differ by {spread:.2f} points "
+            f"({spread / mean * 100 if mean else math.inf:.0f} % of their mean) across tubes, "
+            f"more than {allowed:.2f}: {listing}"
+        )
+        names = {
+            _key(t): str(p)
+            for t, p in zip(table["tube"], table["population"])
+            if str(p).rsplit("/", 1)[-1] == population
+        }
+        flags += [
+            QCFlag(spec, tube, names.get(tube, population), "cross_tube", "warn", message)
+            for tube in by_tube
+        ]
+    return flags
 
 
 def _key_rows(rows: pd.DataFrame, spec: str, tube: str) -> dict[str, tuple[str, float]]:

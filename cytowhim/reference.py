@@ -2,7 +2,8 @@
 
 A reference table has one row per interval: ``population, low, high`` and optionally
 ``age_min, age_max`` (years; ``age_min <= age < age_max``), ``sex`` ('F', 'M' or '' for both),
-``units`` (cells/µL; ×10^9/L and ×10^3/µL are converted) and ``source``. An empty ``low`` or
+``units`` (cells/µL; ×10^9/L and ×10^3/µL are converted; 'ratio' for the CD4/CD8 ratio) and
+``source``. An empty ``low`` or
 ``high`` leaves that side open. When several rows match a specimen the most specific wins: an age
 band and sex over an age band, over a sex, over a general row. Per population and sex there is
 at most one row without an age band, and the age bands do not overlap.
@@ -19,15 +20,20 @@ import math
 import os
 import re
 from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from .errors import CytowhimError
+from .labels import ascii_name
 from .resources import data_path
 
-__all__ = ["BUNDLED_SOURCE", "ReferenceTableError", "ReferenceIntervals"]
+if TYPE_CHECKING:
+    from .reporting import ReportingRules
+
+__all__ = ["BUNDLED_SOURCE", "Interval", "ReferenceTableError", "ReferenceIntervals"]
 
 COLUMNS = ("population", "low", "high", "age_min", "age_max", "sex", "units", "source")
 UNITS = "cells/µL"
@@ -62,10 +68,10 @@ class ReferenceIntervals:
     def _set(self, frame: pd.DataFrame, origin: str, labels: list[str]) -> None:
         self._frame = _validated(frame, origin, labels)
         self._origin = origin
-        self._bands: dict[str, list[tuple[float, float, float, float, str]]] = {}
+        self._bands: dict[str, list[Interval]] = {}
         for r in self._frame.itertuples(index=False):
             self._bands.setdefault(r.population, []).append(
-                (r.low, r.high, r.age_min, r.age_max, r.sex)
+                Interval(r.low, r.high, r.age_min, r.age_max, r.sex, r.source or origin, r.units)
             )
 
     @classmethod
@@ -135,72 +141,184 @@ class ReferenceIntervals:
         n = self._frame["population"].nunique()
         return f"ReferenceIntervals({len(self)} intervals, {n} populations, from {self._origin})"
 
-    def lookup(
+    def interval(
         self, population: str, age: float | None = None, sex: str | None = None
-    ) -> tuple[float, float] | None:
-        """(low, high) in cells/µL for a population (name, or a gate path's last part) at this
-        age (years) and sex ('F'/'M'); NaN for an open side; None if no interval applies."""
-        bands = self._bands.get(population) or self._bands.get(str(population).rsplit("/", 1)[-1])
+    ) -> Interval | None:
+        """The most specific interval for a population (name, or a gate path's last part) at
+        this age (years) and sex ('F'/'M'): an age band and sex over an age band, over a sex,
+        over a general row; None if none applies."""
+        bands = self._bands_of(population)
         if not bands:
             return None
         age = None if age is None or pd.isna(age) else float(age)
-        sex = _sex(sex, "lookup", "sex") if sex is not None else ""
+        sex = _sex(sex, "lookup", "sex") if sex is not None and not pd.isna(sex) else ""
         best, best_rank = None, (-1, -1)
-        for low, high, age_min, age_max, band_sex in bands:
-            banded = not (math.isnan(age_min) and math.isnan(age_max))
-            if banded and (age is None or not _lo(age_min) <= age < _hi(age_max)):
+        for band in bands:
+            if band.banded and (age is None or not _lo(band.age_min) <= age < _hi(band.age_max)):
                 continue
-            if band_sex and band_sex != sex:
+            if band.sex and band.sex != sex:
                 continue
-            rank = (int(banded), int(bool(band_sex)))
+            rank = (int(band.banded), int(bool(band.sex)))
             if rank > best_rank:
-                best, best_rank = (float(low), float(high)), rank
+                best, best_rank = band, rank
         return best
+
+    def covers(self, population: str) -> bool:
+        """Whether the table has any interval for the population."""
+        return bool(self._bands_of(population))
+
+    def lookup(
+        self, population: str, age: float | None = None, sex: str | None = None
+    ) -> tuple[float, float] | None:
+        """(low, high) in cells/µL for a population at this age (years) and sex ('F'/'M'); NaN
+        for an open side; None if no interval applies."""
+        found = self.interval(population, age, sex)
+        return None if found is None else (float(found.low), float(found.high))
 
     def flag(
         self, population: str, value: float, age: float | None = None, sex: str | None = None
     ) -> str:
         """'L' below the interval, 'H' above it, '' inside it, with no interval or no value."""
-        interval = self.lookup(population, age, sex)
-        if interval is None or value is None or pd.isna(value):
-            return ""
-        low, high = interval
-        if not math.isnan(low) and value < low:
-            return "L"
-        if not math.isnan(high) and value > high:
-            return "H"
-        return ""
+        found = self.interval(population, age, sex)
+        return "" if found is None else found.flag(value)
 
     def flag_table(
         self,
         table: pd.DataFrame,
         ages: float | Mapping[Hashable, float] | None = None,
         sexes: str | Mapping[Hashable, str] | None = None,
+        reporting: ReportingRules | None = None,
     ) -> pd.DataFrame:
-        """The population table (a copy) with ``reference_flag`` filled from ``absolute_per_uL``.
+        """The population table (a copy) with ``reference_flag``, ``reference_low``,
+        ``reference_high`` (cells/µL), ``reference_band`` and ``reference_source`` filled: the
+        interval each flag used.
 
-        ``ages`` (years) and ``sexes`` are one value for every row or mappings keyed by specimen
-        (or, failing that, by patient); without them only general intervals apply.
+        Flags are computed on the value as reported (:class:`~cytowhim.reporting.ReportingRules`,
+        default rounding and limit of quantitation): a reported 359 is inside 359–1565; a
+        reported "<1" is L only when the low limit is at or above 1. ``ages`` (years) and
+        ``sexes`` are one value for every row or mappings keyed by specimen (or patient); by
+        default the table's own ``age`` and ``sex`` columns are used. Rows of ratios
+        (``units`` 'ratio') are flagged on their ``reported`` value. See :meth:`annotate` for
+        rows whose population has intervals of which none applies.
         """
+        return self.annotate(table, ages, sexes, reporting)[0]
+
+    def annotate(
+        self,
+        table: pd.DataFrame,
+        ages: float | Mapping[Hashable, float] | None = None,
+        sexes: str | Mapping[Hashable, str] | None = None,
+        reporting: ReportingRules | None = None,
+    ) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
+        """(:meth:`flag_table`'s table, [(row position, why no interval applies)]) for rows
+        whose population has intervals but none for this specimen's age and sex."""
+        from .reporting import ReportingRules
+
         missing = [c for c in ("population", "absolute_per_uL") if c not in table.columns]
         if missing:
             raise ReferenceTableError(
                 f"flag_table: the population table has no column {', '.join(map(repr, missing))}"
             )
+        rules = reporting or ReportingRules()
         out = table.copy()
-        values = pd.to_numeric(out["absolute_per_uL"], errors="coerce").astype(float)
-        specimens = out["specimen"] if "specimen" in out.columns else [None] * len(out)
-        patients = out["patient"] if "patient" in out.columns else [None] * len(out)
-        out["reference_flag"] = [
-            self.flag(
-                str(pop),
-                value,
-                age=_per_specimen(ages, spec, patient),
-                sex=_per_specimen(sexes, spec, patient),
-            )
-            for pop, value, spec, patient in zip(out["population"], values, specimens, patients)
-        ]
-        return out
+        n = len(out)
+        values = pd.to_numeric(out["absolute_per_uL"], errors="coerce").astype(float).tolist()
+        events = _column(out, "events", math.nan)
+        ratios = (
+            [rules.ratio(float(v)) for v in out["ratio"]]
+            if "ratio" in out.columns
+            else _column(out, "reported", "")
+        )
+        units = [str(u) for u in _column(out, "units", "")]
+        specimens = _column(out, "specimen", None)
+        patients = _column(out, "patient", None)
+        age_of = ages if ages is not None else _column(out, "age", None)
+        sex_of = sexes if sexes is not None else _column(out, "sex", None)
+        flags, lows, highs, band_texts, sources, unmatched = [], [], [], [], [], []
+        for i, population in enumerate(out["population"].map(str)):
+            age = _per_row(age_of, i, specimens[i], patients[i])
+            sex = _per_row(sex_of, i, specimens[i], patients[i])
+            found = self.interval(population, age, sex)
+            if found is None:
+                flags.append("")
+                lows.append(math.nan)
+                highs.append(math.nan)
+                band_texts.append("")
+                sources.append("")
+                if self.covers(population):
+                    unmatched.append((i, _no_interval(population, age, sex)))
+                continue
+            if units[i] == "ratio":
+                flags.append(found.flag(_number_or_nan(ratios[i])))
+            else:
+                per_event = _per_event(values[i], events[i])
+                reported, text = rules.reported(values[i], per_event)
+                flags.append(found.flag(reported, below=text.startswith("<")))
+            lows.append(found.low)
+            highs.append(found.high)
+            band_texts.append(found.band)
+            sources.append(found.source)
+        out["reference_flag"] = flags if n else pd.Series(dtype=str)
+        out["reference_low"] = pd.Series(lows, index=out.index, dtype=float)
+        out["reference_high"] = pd.Series(highs, index=out.index, dtype=float)
+        out["reference_band"] = band_texts if n else pd.Series(dtype=str)
+        out["reference_source"] = sources if n else pd.Series(dtype=str)
+        return out, unmatched
+
+    def _bands_of(self, population: str) -> list[Interval]:
+        name = str(population)
+        return (
+            self._bands.get(name)
+            or self._bands.get(name.rsplit("/", 1)[-1])
+            or self._bands.get(ascii_name(name))
+            or self._bands.get(ascii_name(name.rsplit("/", 1)[-1]))
+            or []
+        )
+
+
+@dataclass(frozen=True)
+class Interval:
+    """One reference interval: low and high (cells/µL, or a ratio; NaN = open side), the age
+    band [age_min, age_max) in years (NaN = open), sex ('F', 'M', '' for both), its source."""
+
+    low: float
+    high: float
+    age_min: float = math.nan
+    age_max: float = math.nan
+    sex: str = ""
+    source: str = ""
+    units: str = UNITS
+
+    @property
+    def banded(self) -> bool:
+        return not (math.isnan(self.age_min) and math.isnan(self.age_max))
+
+    @property
+    def band(self) -> str:
+        """Who the interval is for: 'age 18 y and over, F', 'age 2 to under 6 y', 'all ages'."""
+        low, high = _lo(self.age_min), _hi(self.age_max)
+        if not self.banded:
+            ages = ""
+        elif math.isinf(high):
+            ages = f"age {low:g} y and over"
+        elif math.isinf(low):
+            ages = f"age under {high:g} y"
+        else:
+            ages = f"age {low:g} to under {high:g} y"
+        return ", ".join(p for p in (ages, self.sex) if p) or "all ages"
+
+    def flag(self, value: float, below: bool = False) -> str:
+        """'L', 'H' or '' for a value; ``below``: the value is a limit of quantitation ('<1'),
+        L only when that limit is at or below the low end."""
+        if value is None or pd.isna(value):
+            return ""
+        if below:
+            return "L" if not math.isnan(self.low) and value <= self.low else ""
+        if not math.isnan(self.low) and value < self.low:
+            return "L"
+        if not math.isnan(self.high) and value > self.high:
+            return "H"
+        return ""
 
 
 @functools.lru_cache(maxsize=1)
@@ -230,10 +348,11 @@ def _validated(frame: pd.DataFrame, origin: str, labels: list[str]) -> pd.DataFr
     records = []
     for label, rec in zip(labels, frame.to_dict("records")):
         where = f"{origin}, {label}"
-        population = _text(rec.get("population"))
+        population = ascii_name(_text(rec.get("population")))
         if not population:
             raise ReferenceTableError(f"{where}, column population: empty")
-        factor = _unit_factor(_text(rec.get("units")), f"{where}, column units")
+        ratio = _text(rec.get("units")).lower() == "ratio"
+        factor = 1.0 if ratio else _unit_factor(_text(rec.get("units")), f"{where}, column units")
         low, high = (_number(rec.get(c), f"{where}, column {c}") * factor for c in ("low", "high"))
         if math.isnan(low) and math.isnan(high):
             raise ReferenceTableError(f"{where}: low and high are both empty for {population!r}")
@@ -253,7 +372,7 @@ def _validated(frame: pd.DataFrame, origin: str, labels: list[str]) -> pd.DataFr
                 "age_min": age_min,
                 "age_max": age_max,
                 "sex": _sex(rec.get("sex"), where, "sex"),
-                "units": UNITS,
+                "units": "ratio" if ratio else UNITS,
                 "source": _text(rec.get("source")),
                 "row_label": where,
             }
@@ -344,3 +463,43 @@ def _per_specimen(given: Any, specimen: Hashable, patient: Hashable) -> Any:
         if key is not None and key in given:
             return given[key]
     return None
+
+
+def _per_row(given: Any, i: int, specimen: Hashable, patient: Hashable) -> Any:
+    """A row's age or sex: from a per-row list (the table's own column), a mapping keyed by
+    specimen or patient, or one value for all rows."""
+    if isinstance(given, list):
+        value = given[i]
+    else:
+        value = _per_specimen(given, specimen, patient)
+    if value is None or (not isinstance(value, str) and pd.isna(value)) or value == "":
+        return None
+    return value
+
+
+def _column(table: pd.DataFrame, name: str, default: Any) -> list:
+    return table[name].tolist() if name in table.columns else [default] * len(table)
+
+
+def _per_event(value: float, events: Any) -> float:
+    """Cells/µL that one event stands for in a count (NaN when unknown)."""
+    try:
+        n = float(events)
+    except (TypeError, ValueError):
+        return math.nan
+    return value / n if n > 0 and math.isfinite(value) else math.nan
+
+
+def _number_or_nan(text: Any) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _no_interval(population: str, age: Any, sex: Any) -> str:
+    who = ", ".join(
+        [f"age {float(age):g} y" if age is not None else "age not given"]
+        + [f"sex {sex}" if sex else "sex not given"]
+    )
+    return f"no reference interval for {population} applies ({who})"

@@ -13,16 +13,20 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from .manifest import CBC, read_manifest
 from .panels import Panels
+from .reporting import UNITS_PER_UL
 
 COLUMNS = [
     "specimen",
     "patient",
     "timepoint",
+    "age",
+    "sex",
     "tube",
     "population",
     "parent",
@@ -33,9 +37,19 @@ COLUMNS = [
     "percent_of_base",
     "absolute_per_uL",
     "absolute_error_per_uL",
+    "units",
+    "reported",
     "qc",
+    "qc_status",
     "reference_flag",
+    "reference_low",
+    "reference_high",
+    "reference_band",
+    "reference_source",
 ]
+
+#: Ratios reported per tube: name -> (numerator population, denominator population).
+RATIOS = {"CD4/CD8 ratio": ("CD4+ T cells", "CD8+ T cells")}
 
 
 @dataclass
@@ -44,6 +58,36 @@ class RunResult:
     flags: list = field(default_factory=list)  # QC flags
     errors: list[str] = field(default_factory=list)  # one line per input that failed
     notes: list[str] = field(default_factory=list)  # engine notes (fall-backs, no spillover)
+    reporting: Any = None  # the ReportingRules the values were reported with
+
+    def printed(self) -> pd.DataFrame:
+        """The table as ``populations.csv`` has it: whole event counts, percentages and counts
+        rounded as reported (full precision stays in ``table`` and ``results.h5``)."""
+        from .reporting import ReportingRules
+
+        return printed_table(self.table, self.reporting or ReportingRules())
+
+
+def printed_table(table: pd.DataFrame, reporting) -> pd.DataFrame:
+    """A population table rounded for people and spreadsheets: ``events`` and ``base_events``
+    as whole numbers, percentages to ``percent_decimals``, each absolute count and its error to
+    the decimals of the reported value."""
+    out = table.copy()
+    for column in ("events", "base_events"):
+        if column in out.columns:
+            out[column] = pd.to_numeric(out[column], errors="coerce").round().astype("Int64")
+    for column in ("percent_of_parent", "percent_of_base"):
+        if column in out.columns:
+            out[column] = reporting.percent(out[column])
+    if "absolute_per_uL" in out.columns:
+        values = pd.to_numeric(out["absolute_per_uL"], errors="coerce").astype(float)
+        out["absolute_per_uL"] = values.map(reporting.round)
+        if "absolute_error_per_uL" in out.columns:
+            errors = pd.to_numeric(out["absolute_error_per_uL"], errors="coerce").astype(float)
+            out["absolute_error_per_uL"] = [
+                reporting.round_like(e, v) for e, v in zip(errors, values)
+            ]
+    return out
 
 
 @dataclass(frozen=True)
@@ -105,6 +149,7 @@ def gate_tube(task: TubeTask) -> TubeOutcome:
     rows = []
     for p in strategy:
         base = panels.base_of(task.tube, strategy, p.name)
+        nested, inside = _nesting(strategy, result, p.name, base, counts)
         rows.append(
             {
                 "population": p.name,
@@ -113,6 +158,8 @@ def gate_tube(task: TubeTask) -> TubeOutcome:
                 "percent_of_parent": float(parent_pct[p.name]),
                 "base": base,
                 "base_events": counts.get(base, math.nan) if base else math.nan,
+                "nested": nested,
+                "events_in_base": inside,
             }
         )
     notes = [f"{Path(task.file).name}: {n}" for n in result.notes]
@@ -120,6 +167,23 @@ def gate_tube(task: TubeTask) -> TubeOutcome:
     return TubeOutcome(
         task, pd.DataFrame(rows), notes, result.geometry(), sample.n_events, membership
     )
+
+
+def _nesting(strategy, result, name: str, base: str, counts: dict) -> tuple[bool, float]:
+    """(whether the population lies inside its base, its events inside the base): nested when
+    the base is the population or one of its ancestors, or when every event of it is inside the
+    base; NaN events for rows without a base."""
+    import numpy as np
+
+    if not base or base not in counts:
+        return False, math.nan
+    ancestor: str | None = name
+    while ancestor is not None:
+        if ancestor == base:
+            return True, float(counts[name])
+        ancestor = strategy[ancestor].parent
+    inside = int(np.count_nonzero(result.mask(name) & result.mask(base)))
+    return inside == counts[name], float(inside)
 
 
 def _gate_all(
@@ -211,6 +275,9 @@ def run_manifest(
     out: str | os.PathLike | None = None,
     save_events: bool = False,
     scheduler: str | None = None,
+    reporting=None,
+    units: str | None = None,
+    decimal: str | None = None,
 ) -> RunResult:
     """Gate, count, check and flag every usable tube of a manifest; failures are collected, never
     raised, so one broken file or CBC row leaves the rest of the run intact. ``jobs`` worker
@@ -218,15 +285,20 @@ def run_manifest(
 
     With ``out``, each specimen whose tubes all succeeded is written as a complete part file
     (``out/parts``, atomically) keyed by the content hash of its inputs, and a rerun reuses valid
-    parts: after an interruption only what is missing or changed is redone."""
+    parts: after an interruption only what is missing or changed is redone. ``reporting``
+    (:class:`~cytowhim.reporting.ReportingRules`): the CBC's CVs, limit of quantitation and
+    rounding of the reported values. ``units`` and ``decimal``: the manifest's CBC unit where it
+    states none, and its decimal separator (see :func:`~cytowhim.manifest.read_manifest`)."""
     from .qc import QCRules
     from .reference import ReferenceIntervals
+    from .reporting import ReportingRules
     from .store import file_sha256, part_is_valid, part_path, read_part
 
     panels = panels or Panels.load()
     qc_rules = qc_rules or QCRules()
+    reporting = reporting or ReportingRules()
     reference = reference or ReferenceIntervals.bundled()
-    tubes, problems = read_manifest(manifest)
+    tubes, problems = read_manifest(manifest, units=units, decimal=decimal)
     errors = [str(p) for p in problems]
     notes: list[str] = []
     parts_dir = Path(out) / "parts" if out is not None else None
@@ -248,7 +320,7 @@ def run_manifest(
             path = part_path(parts_dir, spec)
             if not path.is_file():
                 continue  # nothing to reuse: its files are hashed while they are gated
-            keys[spec] = _inputs_key(spec_tubes, panels, qc_rules, reference, hashes)
+            keys[spec] = _inputs_key(spec_tubes, panels, (qc_rules, reporting), reference, hashes)
             if part_is_valid(path, keys[spec]):
                 reused[spec] = read_part(path)[1]
     overrides = tuple(sorted((t, str(p)) for t, p in panels.strategies.items()))
@@ -270,7 +342,7 @@ def run_manifest(
                 spec_tubes,
                 [outcomes[i] for i in spec_tubes.index],
                 panels,
-                qc_rules,
+                (qc_rules, reporting),
                 reference,
                 errors,
                 hashes,
@@ -280,7 +352,9 @@ def run_manifest(
             if parts_dir is not None and len(records) == len(spec_tubes):
                 from .store import write_part
 
-                key = keys.get(spec) or _inputs_key(spec_tubes, panels, qc_rules, reference, hashes)
+                key = keys.get(spec) or _inputs_key(
+                    spec_tubes, panels, (qc_rules, reporting), reference, hashes
+                )
                 write_part(part_path(parts_dir, spec), spec, records, key)
         if parts_dir is not None and len(records) == len(spec_tubes):
             done.append(spec)
@@ -293,18 +367,19 @@ def run_manifest(
         from .store import assemble
 
         assemble(parts_dir, Path(out) / "results.h5", specimens=done)
-    return RunResult(table[COLUMNS], flags, errors, notes)
+    return RunResult(table[COLUMNS], flags, errors, notes, reporting)
 
 
-def _specimen_records(spec_tubes, outcomes, panels, qc_rules, reference, errors, hashes):
-    """The TubeRecords of one specimen (counts, QC, reference flags), or None if no tube
-    succeeded; failed tubes add to ``errors``."""
+def _specimen_records(spec_tubes, outcomes, panels, rules, reference, errors, hashes):
+    """The TubeRecords of one specimen (counts, QC, reference flags, reported values), or None
+    if no tube succeeded; failed tubes add to ``errors``."""
     from dataclasses import asdict
 
     from .counts import BASE_TO_CBC
-    from .qc import check_table
+    from .qc import QCFlag, add_qc_note, check_table, qc_status
     from .store import TubeRecord
 
+    qc_rules, reporting = rules
     bases = {**BASE_TO_CBC, **panels.base_populations}
     first = spec_tubes.iloc[0]
     cbc = {c: float(first[c]) for c in CBC if not math.isnan(first[c])}
@@ -316,15 +391,34 @@ def _specimen_records(spec_tubes, outcomes, panels, qc_rules, reference, errors,
         rows = outcome.rows.copy()
         for key in ("specimen", "patient", "timepoint", "tube"):
             rows[key] = rec[key]
+        rows["age"] = float(rec["age"]) if "age" in rec and rec["age"] == rec["age"] else math.nan
+        rows["sex"] = str(rec["sex"]) if "sex" in rec and isinstance(rec["sex"], str) else ""
         parts.append(rows)
         ok.append((rec, outcome))
     if not parts:
         return None
     table = pd.concat(parts, ignore_index=True)
     table["qc"] = ""
-    table = _absolute(table, spec_tubes, cbc, bases, errors)
-    table, flags = check_table(table, qc_rules)
-    table = reference.flag_table(table)[COLUMNS]
+    table = _absolute(table, spec_tubes, cbc, bases, errors, reporting)
+    table = _with_ratios(table)
+    table, flags = check_table(table, qc_rules, cbc={first["specimen"]: cbc}, bases=bases)
+    table, unmatched = reference.annotate(table, reporting=reporting)
+    notes = list(table["qc"])
+    for i, message in unmatched:
+        row = table.iloc[i]
+        flag = QCFlag(
+            str(row["specimen"]),
+            str(row["tube"]),
+            str(row["population"]),
+            "reference",
+            "warn",
+            message,
+        )
+        flags.append(flag)
+        notes[i] = add_qc_note(notes[i], str(flag))
+    table["qc"] = notes
+    table["qc_status"] = qc_status(table, flags, bases)
+    table = _reported(table, reporting)[COLUMNS]
     records = []
     for rec, outcome in ok:
         tube = rec["tube"]
@@ -352,6 +446,54 @@ def _specimen_records(spec_tubes, outcomes, panels, qc_rules, reference, errors,
     return records
 
 
+def _with_ratios(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with a row per :data:`RATIOS` entry in each tube that has both populations
+    (the ratio of their events, which is the ratio of their absolute counts)."""
+    extra = []
+    for tube, rows in table.groupby("tube", sort=False):
+        events = dict(
+            zip(rows["population"].map(lambda p: str(p).rsplit("/", 1)[-1]), rows["events"])
+        )
+        for name, (top, bottom) in RATIOS.items():
+            if top not in events or bottom not in events:
+                continue
+            ratio = events[top] / events[bottom] if events[bottom] > 0 else math.nan
+            first = rows.iloc[0]
+            extra.append(
+                {
+                    **{k: first[k] for k in ("specimen", "patient", "timepoint", "age", "sex")},
+                    "tube": tube,
+                    "population": name,
+                    "parent": "",
+                    "base": "",
+                    "units": "ratio",
+                    "ratio": ratio,
+                    "qc": "",
+                }
+            )
+    if not extra:
+        return table
+    return pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
+
+
+def _reported(table: pd.DataFrame, reporting) -> pd.DataFrame:
+    """``units`` and ``reported`` (the value as printed: rounded, '<1' below the limit of
+    quantitation, the ratio to its decimals) for every row."""
+    out = table.copy()
+    units = out["units"].fillna("") if "units" in out.columns else pd.Series("", index=out.index)
+    ratios = out["ratio"] if "ratio" in out.columns else pd.Series(math.nan, index=out.index)
+    reported = []
+    for unit, value, events, ratio in zip(units, out["absolute_per_uL"], out["events"], ratios):
+        if unit == "ratio":
+            reported.append(reporting.ratio(float(ratio)))
+            continue
+        per_event = value / events if events and events > 0 and value == value else math.nan
+        reported.append(reporting.reported(float(value), per_event)[1])
+    out["units"] = [u if u else UNITS_PER_UL for u in units]
+    out["reported"] = reported
+    return out
+
+
 BEAD_POPULATIONS = ("beads", "counting beads")
 
 
@@ -361,6 +503,7 @@ def _absolute(
     cbc: dict[str, float],
     bases: dict[str, str],
     errors: list[str],
+    reporting,
 ) -> pd.DataFrame:
     """Absolute counts of one specimen: single platform for tubes with counting beads (a
     population named 'beads' in their strategy), dual platform with the CBC for the others."""
@@ -370,7 +513,7 @@ def _absolute(
     for tube, rows in table.groupby("tube", sort=False):
         rec = tubes[tubes.tube == tube].iloc[0]
         if math.isnan(rec["beads_per_tube"]) or math.isnan(rec["volume_uL"]):
-            parts.append(absolute_counts(rows, cbc, bases=bases))
+            parts.append(absolute_counts(rows, cbc, bases=bases, cbc_cv=reporting.cbc_cv))
             continue
         beads = rows[rows.population.isin(BEAD_POPULATIONS)]
         if beads.empty:
@@ -378,7 +521,7 @@ def _absolute(
                 f"{rec['file']}: the manifest gives counting beads for tube {tube} but "
                 f"its strategy has no population named {' or '.join(BEAD_POPULATIONS)}"
             )
-            parts.append(absolute_counts(rows, cbc, bases=bases))
+            parts.append(absolute_counts(rows, cbc, bases=bases, cbc_cv=reporting.cbc_cv))
             continue
         parts.append(
             absolute_counts_beads(
@@ -386,6 +529,7 @@ def _absolute(
                 float(beads.events.iloc[0]),
                 float(rec["beads_per_tube"]),
                 float(rec["volume_uL"]),
+                bead_cv=reporting.bead_cv,
             )
         )
     return pd.concat(parts, ignore_index=True)
@@ -409,7 +553,7 @@ def write_run(
             info["panels"] = str(Path(panels.source).resolve()) if panels.source else ""
             info["strategies"] = {t: str(Path(p).resolve()) for t, p in panels.strategies.items()}
         (out / "run.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
-    result.table.to_csv(out / "populations.csv", index=False)
+    result.printed().to_csv(out / "populations.csv", index=False)
     pd.DataFrame(result.flags).to_csv(out / "qc_flags.csv", index=False)
     errors = out / "errors.csv"
     if result.errors:

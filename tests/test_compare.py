@@ -187,11 +187,10 @@ def test_reference_object_bounds_inclusive_and_absent():
 
 def test_sources_pick_the_tube(comparison):
     t_values, b_values = COUNTS["T", "B cells"], COUNTS["B", "B cells"]
-    # default: the first tube in row order (T), and the notes say so
+    # default: the panel's reporting tube (data/panels.yaml reports B cells from the T tube)
     b = row(comparison, "B cells")
     assert b.tube == "T" and comparison.sources["B cells"] == "T"
     assert b.baseline_mean == pytest.approx(np.mean(t_values[0]))
-    assert any("first tube" in n and "B cells from T (also in B)" in n for n in comparison.notes)
     # explicit mapping
     c = compare_timepoints(population_table(), "baseline", "peak", sources={"B cells": "B"})
     b = row(c, "B cells")
@@ -199,12 +198,29 @@ def test_sources_pick_the_tube(comparison):
     assert b.baseline_mean == pytest.approx(np.mean(b_values[0]))
     assert b.peak_mean == pytest.approx(np.mean(b_values[1]))
     assert b.p_value == pytest.approx(ttest_rel(b_values[1], b_values[0]).pvalue)
-    assert not any("first tube" in n for n in c.notes)
-    # default follows row order: B tube rows first -> B
+
+
+def test_row_order_never_changes_the_answer():
+    """Issue 9: with the B tube first in the manifest, baseline B cells went from 19 to 13
+    cells/µL and the fold change from 8.7 to 12.5. The reporting tube comes from the panel."""
     table = population_table()
+    expected = compare_timepoints(table, "baseline", "peak").table
+    rng = np.random.default_rng(9)
+    for _ in range(5):
+        shuffled = table.iloc[rng.permutation(len(table))].reset_index(drop=True)
+        got = compare_timepoints(shuffled, "baseline", "peak").table
+        pd.testing.assert_frame_equal(got, expected)
     flipped = pd.concat([table[table.tube == "B"], table[table.tube == "T"]])
-    c = compare_timepoints(flipped, "baseline", "peak")
-    assert row(c, "B cells").tube == "B"
+    assert row(compare_timepoints(flipped, "baseline", "peak"), "B cells").tube == "T"
+
+
+def test_population_without_reporting_tube_takes_first_tube_by_name():
+    table = population_table()
+    table.loc[table.population == "B cells", "population"] = "B lymphocytes"
+    for order in (table, table.iloc[::-1]):
+        c = compare_timepoints(order, "baseline", "peak", populations=["B lymphocytes"])
+        assert row(c, "B lymphocytes").tube == "B"
+        assert any("B lymphocytes from B (also in T)" in n for n in c.notes)
 
 
 def test_source_tube_without_the_population_is_reported():
@@ -458,3 +474,75 @@ def test_swapping_timepoints_inverts_fold_change_and_keeps_p(pairs):
     else:
         assert backward.p_value == pytest.approx(forward.p_value, rel=1e-9)
         assert backward.significant == forward.significant
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 9: release rule, age/sex intervals, '<1', ASCII names
+
+
+def test_failed_qc_counts_are_left_out_and_listed_unless_included():
+    table = population_table()
+    table["qc_status"] = ""
+    bad = (
+        (table.patient == "P2") & (table.timepoint == "peak") & (table.population == "CD4+ T cells")
+    )
+    table.loc[bad, "qc_status"] = "fail"
+    table.loc[bad, "qc"] = "fail lymphosum: lymphosum 82.0 % of lymphocytes in tube T"
+    c = compare_timepoints(table, "baseline", "peak")
+    cd4 = row(c, "CD4+ T cells")
+    assert cd4.n_pairs == 2
+    values = COUNTS["T", "CD4+ T cells"]
+    assert cd4.peak_mean == pytest.approx(np.mean([values[1][0], values[1][2]]))
+    held = c.missing[c.missing.patient == "P2"]
+    assert list(held.detail) == ["held back by failed QC: CD4+ T cells (lymphosum)"]
+    assert any("left out" in n for n in c.notes)
+    assert "held back by failed QC" in c.to_markdown()
+    # other populations of that specimen are still paired
+    assert row(c, "NK cells").n_pairs == 3
+    included = compare_timepoints(table, "baseline", "peak", include_flagged=True)
+    assert row(included, "CD4+ T cells").n_pairs == 3
+    assert row(included, "CD4+ T cells").peak_mean == pytest.approx(np.mean(values[1]))
+
+
+def test_compare_uses_each_patients_age_band(tmp_path):
+    """compare --reference: a lab's age-banded intervals judge each patient by their own band."""
+    table = population_table()
+    table["age"] = table.patient.map({"P1": 4.0, "P2": 30.0, "P3": 40.0})
+    ref = tmp_path / "ref.csv"
+    ref.write_text(
+        "population,low,high,age_min,age_max,source\n"
+        "CD4+ T cells,404,1612,18,,adult lab band\n"
+        "CD4+ T cells,700,2200,2,6,child lab band\n"
+    )
+    from cytowhim.reference import ReferenceIntervals
+
+    c = compare_timepoints(table, "baseline", "peak", reference=ReferenceIntervals.load(ref))
+    cd4 = row(c, "CD4+ T cells")
+    # baseline 83 (child band 700-2200), 206, 329 (adult 404-1612): all three below
+    assert (cd4.baseline_below, cd4.baseline_within, cd4.baseline_above) == (3, 0, 0)
+    # peak 1176 (child: within), 1498 (adult: within), 1820 (adult: above)
+    assert (cd4.peak_below, cd4.peak_within, cd4.peak_above) == (0, 2, 1)
+    assert cd4.reference_varies and math.isnan(cd4.reference_low)
+    assert "by age/sex" in c.to_markdown()
+
+
+def test_values_below_one_cell_print_as_less_than_one():
+    counts = {("B", "immature B cells"): ((0.4, 0.5, 0.7), (0.9, 1.1, 1.3))}
+    c = compare_timepoints(population_table(counts), "baseline", "peak")
+    text = c.to_markdown()
+    assert "| <1 |" in text.replace(" ± ", "|")
+    assert "0.53" not in text and "0.5 ±" not in text
+    assert "<1" in print_table(c)
+
+
+def test_names_ascii_in_csv_and_typographic_in_markdown_and_html(tmp_path):
+    counts = {("B", "CD27- B cells"): ((9, 11, 13), (50, 155, 260))}
+    c = compare_timepoints(population_table(counts), "baseline", "peak")
+    paths = c.write(tmp_path)
+    csv_text = paths["csv"].read_text(encoding="utf-8")
+    assert "CD27- B cells" in csv_text and "\u2212" not in csv_text
+    assert "CD27\u2212 B cells" in paths["md"].read_text(encoding="utf-8")
+    assert "CD19+CD27\u2212" in paths["html"].read_text(encoding="utf-8")
+    # a table written with the typographic minus (older runs) is read as ASCII
+    old = population_table({("B", "CD27\u2212 B cells"): ((9, 11, 13), (50, 155, 260))})
+    assert "CD27- B cells" in set(compare_timepoints(old, "baseline", "peak").table.population)

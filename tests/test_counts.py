@@ -165,7 +165,12 @@ def test_absolute_counts_fills_percent_absolute_and_error():
     assert by.loc["T cells", "percent_of_base"] == pytest.approx(70.0)
     assert by.loc["T cells", "absolute_per_uL"] == pytest.approx(1050.0)
     assert by.loc["CD4+ T cells", "absolute_per_uL"] == pytest.approx(300.0)
-    assert by.loc["CD4+ T cells", "absolute_error_per_uL"] == pytest.approx(16.4317, abs=1e-4)
+    # no 'nested' column: Poisson on both counts, plus the ALC's default 6 % CV
+    assert by.loc["CD4+ T cells", "absolute_error_per_uL"] == pytest.approx(
+        300 * math.sqrt(1 / 400 + 1 / 2000 + 0.06**2)
+    )
+    # the base row itself is nested: no counting term, only the analyzer's CV
+    assert by.loc["lymphocytes", "absolute_error_per_uL"] == pytest.approx(1500 * 0.06)
     assert by.loc["classical monocytes", "absolute_per_uL"] == pytest.approx(360.0)
     assert math.isnan(by.loc["singlets", "absolute_per_uL"])  # no base: no count, no note
     assert list(out["qc"]) == [""] * 6
@@ -277,3 +282,63 @@ def test_absolute_counts_beads_missing_and_zero_bead_events_are_noted():
     assert out.loc["classical monocytes", "qc"] == "no bead_events for tube mono"
     with pytest.raises(NegativeCountError, match="tube mono.*volume_uL must be"):
         absolute_counts_beads(_table(), 100, 50_000, {"T": 50, "mono": 0})
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 9: nested counts, binomial error, the analyzer's CV
+
+
+def test_nested_error_is_binomial_and_cbc_cv_is_lab_settable():
+    """CD4+ T cells gated inside the lymphocytes: p = 400/2000, relative variance (1 - p)/400 =
+    1/400 - 1/2000 (the old Poisson sqrt(1/400 + 1/2000) was 1.22x too large here, and
+    sqrt(2)-fold at small p), with the CBC CV added in quadrature; hand-computed."""
+    table = _table(nested=True)
+    out = absolute_counts(table, {"ALC": 1500, "AMC": 400}, cbc_cv={"ALC": 0.05, "AMC": 0.1})
+    by = out.set_index("population")
+    assert by.loc["CD4+ T cells", "absolute_error_per_uL"] == pytest.approx(
+        300 * math.sqrt(1 / 400 - 1 / 2000 + 0.05**2)
+    )
+    assert by.loc["CD4+ T cells", "absolute_error_per_uL"] == pytest.approx(20.1246, abs=1e-4)
+    # lymphocytes row: the ALC itself; its only error is the analyzer's 5 %
+    assert by.loc["lymphocytes", "absolute_error_per_uL"] == pytest.approx(75.0)
+    assert by.loc["classical monocytes", "absolute_error_per_uL"] == pytest.approx(
+        360 * math.sqrt(1 / 540 - 1 / 600 + 0.1**2)
+    )
+    no_cv = absolute_counts(table, {"ALC": 1500}, cbc_cv={"ALC": 0.0}).set_index("population")
+    assert no_cv.loc["lymphocytes", "absolute_error_per_uL"] == 0.0
+    assert no_cv.loc["CD4+ T cells", "absolute_error_per_uL"] == pytest.approx(
+        300 * math.sqrt(0.002)
+    )
+
+
+def test_counting_error_nested_vs_poisson_ratio():
+    """For a small nested population the Poisson formula overstated the error by ~sqrt(2)."""
+    nested = counting_error(100, 100_000, 1000, nested=True)
+    poisson = counting_error(100, 100_000, 1000)
+    assert nested == pytest.approx(1.0 * math.sqrt(1 / 100 - 1 / 100_000))
+    assert poisson / nested == pytest.approx(math.sqrt((0.01 + 1e-5) / (0.01 - 1e-5)))
+    assert counting_error(2000, 2000, 1500, nested=True) == 0.0
+    assert counting_error(2000, 2000, 1500, nested=True, count_cv=0.04) == pytest.approx(60.0)
+
+
+def test_population_outside_its_base_is_counted_from_its_events_inside_the_base():
+    """Monocytes gated as CD14+ among all CD45+ events but counted against the scatter monocyte
+    gate gave percent_of_base > 100 and a count above the AMC; now only the events inside the
+    base count, and the row says so."""
+    table = pd.DataFrame(
+        {
+            "specimen": ["S1", "S1"],
+            "tube": ["mono", "mono"],
+            "population": ["monocytes (scatter)", "monocytes"],
+            "events": [600, 612],
+            "base": ["monocytes (scatter)", "monocytes (scatter)"],
+            "base_events": [600, 600],
+            "nested": [True, False],
+            "events_in_base": [600, 590],
+        }
+    )
+    out = absolute_counts(table, {"AMC": 400}).set_index("population")
+    assert out.loc["monocytes", "percent_of_base"] == pytest.approx(590 / 600 * 100)
+    assert out.loc["monocytes", "absolute_per_uL"] == pytest.approx(590 / 600 * 400)
+    assert out.loc["monocytes", "absolute_per_uL"] <= 400
+    assert "counted from the 590 of its 612 events inside its base" in out.loc["monocytes", "qc"]
