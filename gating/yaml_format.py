@@ -260,10 +260,10 @@ class _Loader:
         if kind == "scatter_cluster":
             return ad.ScatterClusterGate(
                 dims("x", "y"),
-                tuple(float(v) for v in body["target"]),
-                int(body.get("components", 5)),
-                float(body.get("max_distance2", 16.0)),
-                float(body.get("max_offset", 0.5)),
+                (tuple(float(v) for v in body["target"]),),
+                components=int(body.get("components", 5)),
+                max_distance2=float(body.get("max_distance2", 16.0)),
+                max_offset=float(body.get("max_offset", 0.5)),
             )
         if kind == "quantile":
             return ad.QuantileGate(

@@ -32,8 +32,8 @@ def _off(got: int, want: int) -> bool:
     return abs(got - want) > (0.05 * want if want >= 200 else 20)
 
 
-def _recovery(folder, freeze: bool = False) -> list[tuple]:
-    """(specimen, tube, population, true events, gated events) for each miss."""
+def _recovery(folder, freeze: bool = False, names: set[str] = TABLE1) -> list[tuple]:
+    """(specimen, tube, population, true events, gated events) for each miss among ``names``."""
     truth = pd.read_csv(folder / "truth.csv")
     manifest = pd.read_csv(folder / "manifest.csv")
     misses = []
@@ -57,7 +57,7 @@ def _recovery(folder, freeze: bool = False) -> list[tuple]:
             want = want.set_index("population").events
             result = st.apply(cw.read_fcs(folder / f))
             for p in st:
-                if p.name in TABLE1 and p.name in want.index:
+                if p.name in names and p.name in want.index:
                     got = result.count(p.name)
                     if _off(got, int(want[p.name])):
                         misses.append((specimen, tube, p.name, int(want[p.name]), got))

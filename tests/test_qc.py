@@ -15,6 +15,8 @@ from cytowhim.qc import (
     add_qc_note,
     check_specimen,
     check_table,
+    qc_status,
+    read_lab_rules,
 )
 
 COLUMNS = ["specimen", "tube", "population", "events", "base"]
@@ -207,3 +209,112 @@ def test_values_on_the_bounds_pass():
     edge = check_specimen(frame(tube(lymph=3000, t=1980, b=360, nk=360, cd4=None, cd8=None)))
     assert [f.severity for f in edge] == ["warn"]  # 90 %: acceptable, not on target
     assert check_specimen(frame(tube(cd4=4000, cd8=2000))) == []  # 60 vs 70: 10 points
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 9: cross-tube B/NK, nesting, CBC consistency, CBC vs flow, release status
+
+
+def test_b_cells_differing_48_percent_between_tubes_warn():
+    """B% 4.4 in the T tube and 2.3 in the B tube (48 % apart) passed every check before."""
+    t_tube = tube(name="T", b=440, nk=1060, t=8500, cd4=5500, cd8=2900)
+    b_tube = tube(name="B", b=230, nk=1070, t=8700, cd4=None, cd8=None)
+    flags = [f for f in check_specimen(frame(t_tube, b_tube)) if f.rule == "cross_tube"]
+    assert rules_of(flags) == [
+        ("T", "B cells", "cross_tube", "warn"),
+        ("B", "B cells", "cross_tube", "warn"),
+    ]
+    assert "differ by 2.10 points" in flags[0].message and "tube T 4.40 %" in flags[0].message
+    # NK 10.6 vs 10.7 %: within max(1 point, 25 % of the mean)
+    assert not any(f.population == "NK cells" for f in flags)
+    # B 4.4 vs 4.0 %: 0.4 points, within 1 point
+    close = tube(name="B", b=400, nk=1070, t=8530, cd4=None, cd8=None)
+    assert not [f for f in check_specimen(frame(t_tube, close)) if f.rule == "cross_tube"]
+    strict = QCRules(cross_tube_points=0.2, cross_tube_relative=0.05)
+    assert [f.rule for f in check_specimen(frame(t_tube, close), strict)].count("cross_tube") == 2
+
+
+def test_percent_of_base_above_100_fails_and_not_nested_warns():
+    table = pd.DataFrame(
+        {
+            "specimen": ["S1"] * 3,
+            "tube": ["mono"] * 3,
+            "population": ["monocytes (scatter)", "monocytes", "classical monocytes"],
+            "events": [600, 612, 540],
+            "base": ["monocytes (scatter)"] * 3,
+            "percent_of_base": [100.0, 100.19, 90.0],
+            "nested": [True, False, True],
+        }
+    )
+    flags = check_specimen(table)
+    assert rules_of(flags) == [
+        ("mono", "monocytes", "percent_of_base", "fail"),
+        ("mono", "monocytes", "not_nested", "warn"),
+    ]
+    assert "100.19 % of its base" in flags[0].message
+
+
+def test_cbc_consistency_flags_a_subset_above_wbc_and_a_sum_above_it():
+    rows = frame(tube())
+    flags = check_specimen(rows, cbc={"WBC": 1176, "ANC": 300, "ALC": 5000, "AMC": 82})
+    cbc_flags = [f for f in flags if f.rule == "cbc_consistency"]
+    assert [(f.tube, f.population, f.severity) for f in cbc_flags] == [("", "", "fail")]
+    assert "ALC 5000 cells/µL is above the WBC 1176" in cbc_flags[0].message
+    flags = check_specimen(rows, cbc={"WBC": 1000, "ANC": 500, "ALC": 500, "AMC": 100})
+    assert [f.rule for f in flags] == ["cbc_consistency"]
+    assert "= 1100 cells/µL exceeds the WBC 1000 by more than 5 %" in flags[0].message
+    lenient = QCRules(cbc_sum_tolerance=0.2)
+    assert check_specimen(rows, lenient, cbc={"WBC": 1000, "ANC": 500, "ALC": 500, "AMC": 100}) == []
+    assert check_specimen(rows, cbc={"WBC": 1000, "ANC": 600, "ALC": 300, "AMC": 80}) == []
+
+
+def test_cbc_versus_flow_differential():
+    """Lymphocytes 40 % of CD45+ by flow; an ALC typed 1000-fold low (5 instead of 5,000 with
+    WBC 12,000) is 0.04 % of the WBC: fail. A 20-point disagreement warns."""
+    rows = pd.DataFrame(
+        {
+            "specimen": ["S1"] * 3,
+            "tube": ["T"] * 3,
+            "population": ["CD45+ leukocytes", "lymphocytes", "monocytes (scatter)"],
+            "events": [10_000, 4000, 800],
+            "base": ["CD45+ leukocytes", "lymphocytes", "monocytes (scatter)"],
+        }
+    )
+    ok = {"WBC": 12_000, "ANC": 6000, "ALC": 4800, "AMC": 960}
+    assert check_specimen(rows, cbc=ok) == []
+    flags = check_specimen(rows, cbc={**ok, "ALC": 5.0})
+    assert rules_of(flags) == [("T", "lymphocytes", "cbc_vs_flow", "fail")]
+    assert "lymphocytes are 40.0 % of CD45+ leukocytes in tube T" in flags[0].message
+    flags = check_specimen(rows, cbc={**ok, "ALC": 2400, "ANC": 8400})
+    assert rules_of(flags) == [("T", "lymphocytes", "cbc_vs_flow", "warn")]
+
+
+def test_check_table_attaches_cbc_flags_to_base_rows_and_status_inherits_from_base():
+    rows = frame(tube())
+    rows["base"] = ["lymphocytes"] * len(rows)
+    out, flags = check_table(rows, cbc={"S1": {"WBC": 1000, "ALC": 5000}})
+    by = out.set_index("population")
+    assert "fail cbc_consistency" in by.loc["lymphocytes", "qc"]
+    assert by.loc["CD4+ T cells", "qc"] == ""
+    status = dict(zip(out.population, qc_status(out, flags)))
+    assert status["lymphocytes"] == "fail" and status["CD4+ T cells"] == "fail"
+    # an 'info' on the base is not inherited; a row's own info is its status
+    out2, flags2 = check_table(frame(tube(lymph=2000, t=1400, b=300, nk=300, cd4=900, cd8=480)))
+    status2 = dict(zip(out2.population, qc_status(out2, flags2)))
+    assert status2["lymphocytes"] == "warn"  # fewer than 2,500 lymphocytes
+    assert status2["T cells"] == "warn"  # inherited from its base row
+
+
+def test_lab_rules_file_holds_qc_and_reporting_rules(tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "cross_tube_points: 2\nreporting:\n  loq_per_uL: 0.5\n  cbc_cv: {AMC: 0.2}\n",
+        encoding="utf-8",
+    )
+    rules, reporting = read_lab_rules(path)
+    assert rules.cross_tube_points == 2.0
+    assert reporting.loq_per_uL == 0.5 and reporting.cbc_cv["AMC"] == 0.2
+    assert reporting.cbc_cv["ALC"] == 0.06  # unset: the default
+    path.write_text("reporting:\n  loq: 1\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="unknown reporting rule.*'loq'"):
+        read_lab_rules(path)

@@ -198,4 +198,39 @@ POPULATIONS: tuple[PopulationDef, ...] = (
     PopulationDef("monocytes", MONO, "monocytes", ("CD14",)),
     PopulationDef("classical monocytes", ("mono_classical",), "monocytes", ("CD14", "CD16")),
     PopulationDef("inflammatory monocytes", MONO[1:], "monocytes", ("CD14", "CD16")),
+    # ICCS-style definitions, alongside (never instead of) the paper's populations above.
+    # Naive = CD45RA+CCR7+, TEMRA = CD45RA+CCR7- (the paper's "naive" is CD45RA+ and holds both).
+    PopulationDef(
+        "CD4 naive (CD45RA+CCR7+)",
+        ("cd4_naive",),
+        "lymphocytes",
+        ("CD3", "CD4", "CD8", "CD45RA", "CCR7"),
+    ),
+    PopulationDef(
+        "CD4 TEMRA", ("cd4_temra",), "lymphocytes", ("CD3", "CD4", "CD8", "CD45RA", "CCR7")
+    ),
+    PopulationDef(
+        "CD8 naive (CD45RA+CCR7+)",
+        ("cd8_naive",),
+        "lymphocytes",
+        ("CD3", "CD4", "CD8", "CD45RA", "CCR7"),
+    ),
+    PopulationDef(
+        "CD8 TEMRA", ("cd8_temra",), "lymphocytes", ("CD3", "CD4", "CD8", "CD45RA", "CCR7")
+    ),
+    # Lymphocytes on CD45 vs SSC (CD45 bright, SSC low): an alternative to the FSC/SSC gate.
+    PopulationDef("lymphocytes (CD45bright SSClow)", LYMPH, "lymphocytes", ("CD45",)),
+    # Lineage dump (CD3-CD19-), and monocytes as CD14+ HLA-DR+ cells within it.
+    PopulationDef(
+        "lineage- leukocytes",
+        tuple(n for n, c in CELL_TYPES.items() if c.level("CD3") == c.level("CD19") == NEG),
+        "CD45+",
+        ("CD45", "CD3", "CD19"),
+    ),
+    PopulationDef(
+        "HLA-DR+ monocytes",
+        tuple(m for m in MONO if CELL_TYPES[m].level("HLA-DR") > NEG),
+        "monocytes",
+        ("CD45", "CD3", "CD19", "CD14", "HLA-DR"),
+    ),
 )
