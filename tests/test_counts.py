@@ -342,3 +342,46 @@ def test_population_outside_its_base_is_counted_from_its_events_inside_the_base(
     assert out.loc["monocytes", "absolute_per_uL"] == pytest.approx(590 / 600 * 400)
     assert out.loc["monocytes", "absolute_per_uL"] <= 400
     assert "counted from the 590 of its 612 events inside its base" in out.loc["monocytes", "qc"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=10**6),
+    st.integers(min_value=1, max_value=10**6),
+    st.floats(min_value=1, max_value=1e5),
+    st.one_of(st.just(0.0), st.floats(min_value=1e-4, max_value=0.5)),
+)
+def test_error_formulas_hold_their_properties(a, b, count, cv):
+    events, base = min(a, b), max(a, b)
+    absolute = dual_platform(events, base, count)
+    nested = counting_error(events, base, count, nested=True, count_cv=cv)
+    poisson = counting_error(events, base, count, count_cv=cv)
+    # the binomial term never exceeds the Poisson one; both include the CV in quadrature
+    assert nested <= poisson * (1 + 1e-12)
+    assert nested == pytest.approx(absolute * math.sqrt(1 / events - 1 / base + cv**2))
+    assert poisson == pytest.approx(absolute * math.sqrt(1 / events + 1 / base + cv**2))
+    # the CV alone is a floor: the error is never below absolute x CV
+    assert nested >= absolute * cv * (1 - 1e-12)
+    # a population that is its whole base: only the analyzer's imprecision remains
+    assert counting_error(base, base, count, nested=True, count_cv=cv) == pytest.approx(count * cv)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(min_value=0, max_value=1e6, allow_nan=False), st.floats(min_value=0, max_value=2000)
+)
+def test_reported_values_and_flags_agree(value, low):
+    """The flag is computed on the value as printed: printed >= low is never L."""
+    from cytowhim.reference import Interval
+    from cytowhim.reporting import ReportingRules
+
+    rules = ReportingRules()
+    reported, text = rules.reported(value)
+    flag = Interval(low=low, high=math.nan).flag(reported, below=text.startswith("<"))
+    if text.startswith("<"):
+        assert value < 1 and text == "<1"
+        assert flag == ("L" if low >= 1 else "")
+    else:
+        assert float(text) == reported
+        assert abs(reported - value) <= (0.5 if value >= 10 else 0.05) + 1e-9
+        assert (flag == "L") == (reported < low)
