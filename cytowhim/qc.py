@@ -145,22 +145,7 @@ class QCRules:
 
         Unknown keys raise :class:`QCRulesError` naming them (and ``source``, e.g. a file).
         """
-        where = f"{source}: " if source else ""
-        if not isinstance(mapping, Mapping):
-            raise QCRulesError(
-                f"{where}QC rules must be a mapping of rule -> value; got {type(mapping).__name__}"
-            )
-        known = [f.name for f in fields(cls)]
-        unknown = [str(k) for k in mapping if k not in known]
-        if unknown:
-            raise QCRulesError(
-                f"{where}unknown QC rule(s) {', '.join(map(repr, unknown))}; "
-                f"known: {', '.join(known)}"
-            )
-        try:
-            return cls(**dict(mapping))
-        except QCRulesError as exc:
-            raise QCRulesError(f"{where}{exc}") from None
+        return rules_from_mapping(cls, mapping, source, QCRulesError, "QC")
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> QCRules:
@@ -177,6 +162,27 @@ class QCRules:
         if isinstance(doc, Mapping):
             doc = {k: v for k, v in doc.items() if k != "reporting"}
         return cls.from_mapping({} if doc is None else doc, source=str(path))
+
+
+def rules_from_mapping(cls, mapping: Any, source: str | None, error: type, what: str):
+    """A rules dataclass ``cls`` from a lab's mapping of rule -> value (unset rules keep their
+    defaults); unknown keys and bad values raise ``error`` naming ``source`` and the key."""
+    where = f"{source}: " if source else ""
+    if not isinstance(mapping, Mapping):
+        raise error(
+            f"{where}{what} rules must be a mapping of rule -> value; got {type(mapping).__name__}"
+        )
+    known = [f.name for f in fields(cls)]
+    unknown = [str(k) for k in mapping if k not in known]
+    if unknown:
+        raise error(
+            f"{where}unknown {what} rule(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(known)}"
+        )
+    try:
+        return cls(**dict(mapping))
+    except error as exc:
+        raise error(f"{where}{exc}") from None
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from types import MappingProxyType
 from typing import Any
@@ -97,24 +97,11 @@ class ReportingRules:
     def from_mapping(cls, mapping: Any, source: str | None = None) -> ReportingRules:
         """Rules from a mapping of rule -> value (``reporting:`` of a QC file); unknown keys
         raise :class:`ReportingRulesError` naming them and ``source``."""
-        where = f"{source}: " if source else ""
+        from .qc import rules_from_mapping
+
         if mapping is None:
             return cls()
-        if not isinstance(mapping, Mapping):
-            raise ReportingRulesError(
-                f"{where}reporting must be a mapping of rule -> value; got {type(mapping).__name__}"
-            )
-        known = [f.name for f in fields(cls)]
-        unknown = [str(k) for k in mapping if k not in known]
-        if unknown:
-            raise ReportingRulesError(
-                f"{where}unknown reporting rule(s) {', '.join(map(repr, unknown))}; "
-                f"known: {', '.join(known)}"
-            )
-        try:
-            return cls(**dict(mapping))
-        except ReportingRulesError as exc:
-            raise ReportingRulesError(f"{where}{exc}") from None
+        return rules_from_mapping(cls, mapping, source, ReportingRulesError, "reporting")
 
     # --- values ----------------------------------------------------------------------------
 

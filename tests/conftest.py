@@ -26,3 +26,26 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def corpus() -> Path:
     """Folder of the external corpus (read-only)."""
     return CORPUS
+
+
+# Specimens of the default-strategy tests (untuned seeds), simulated once per session and shared
+# by tests/test_default_strategies.py and tests/test_iccs_definitions.py.
+UNTUNED_EVENTS = (40_000, 60_000)
+
+
+@pytest.fixture(scope="session")
+def whim(tmp_path_factory) -> Path:
+    from cytowhim.simulate import simulate
+
+    out = tmp_path_factory.mktemp("whim")
+    simulate(out, "whim-trial", seed=20261126, events=UNTUNED_EVENTS)
+    return out
+
+
+@pytest.fixture(scope="session")
+def healthy(tmp_path_factory) -> Path:
+    from cytowhim.simulate import simulate
+
+    out = tmp_path_factory.mktemp("healthy")
+    simulate(out, "healthy", seed=4242, n_healthy=3, events=UNTUNED_EVENTS)
+    return out

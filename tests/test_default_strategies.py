@@ -14,14 +14,12 @@ import pytest
 
 import cytowhim as cw
 from cytowhim.resources import data_path
-from cytowhim.simulate import simulate
 from cytowhim.simulate.cohort import table1
 from gating import GatingError, Population, Strategy
 
 from .conftest import CORPUS
 
 TABLE1 = set(table1())
-EVENTS = (40_000, 60_000)
 
 
 def strategy(tube: str) -> Strategy:
@@ -62,20 +60,6 @@ def _recovery(folder, freeze: bool = False, names: set[str] = TABLE1) -> list[tu
                     if _off(got, int(want[p.name])):
                         misses.append((specimen, tube, p.name, int(want[p.name]), got))
     return misses
-
-
-@pytest.fixture(scope="module")
-def whim(tmp_path_factory):
-    out = tmp_path_factory.mktemp("whim")
-    simulate(out, "whim-trial", seed=20261126, events=EVENTS)
-    return out
-
-
-@pytest.fixture(scope="module")
-def healthy(tmp_path_factory):
-    out = tmp_path_factory.mktemp("healthy")
-    simulate(out, "healthy", seed=4242, n_healthy=3, events=EVENTS)
-    return out
 
 
 def test_every_table1_population_has_a_gate():

@@ -15,7 +15,7 @@ import cytowhim as cw
 from cytowhim.simulate import simulate
 from cytowhim.simulate.cells import POPULATIONS
 
-from .test_default_strategies import EVENTS, TABLE1, _recovery, strategy
+from .test_default_strategies import TABLE1, _recovery, strategy
 
 # population -> (tube, parent)
 ICCS = {
@@ -49,20 +49,6 @@ PAPER = {
         "inflammatory monocytes": "monocytes",
     },
 }
-
-
-@pytest.fixture(scope="module")
-def whim(tmp_path_factory):  # the specimens of test_default_strategies (same untuned seeds)
-    out = tmp_path_factory.mktemp("whim")
-    simulate(out, "whim-trial", seed=20261126, events=EVENTS)
-    return out
-
-
-@pytest.fixture(scope="module")
-def healthy(tmp_path_factory):
-    out = tmp_path_factory.mktemp("healthy")
-    simulate(out, "healthy", seed=4242, n_healthy=3, events=EVENTS)
-    return out
 
 
 def test_iccs_populations_have_gates_where_expected():
@@ -109,7 +95,6 @@ def test_default_strategies_round_trip_through_yaml(tmp_path):
     scatter_cluster gate; its loader passed the target and options in the wrong positions."""
     import cytowhim as cw
     from cytowhim.resources import data_path
-    from cytowhim.simulate import simulate
     from gating import Strategy, read_strategy
 
     simulate(tmp_path / "s", "healthy", seed=5, n_healthy=1, events=(20_000, 20_000))
