@@ -264,7 +264,9 @@ def test_cbc_consistency_flags_a_subset_above_wbc_and_a_sum_above_it():
     assert [f.rule for f in flags] == ["cbc_consistency"]
     assert "= 1100 cells/µL exceeds the WBC 1000 by more than 5 %" in flags[0].message
     lenient = QCRules(cbc_sum_tolerance=0.2)
-    assert check_specimen(rows, lenient, cbc={"WBC": 1000, "ANC": 500, "ALC": 500, "AMC": 100}) == []
+    assert (
+        check_specimen(rows, lenient, cbc={"WBC": 1000, "ANC": 500, "ALC": 500, "AMC": 100}) == []
+    )
     assert check_specimen(rows, cbc={"WBC": 1000, "ANC": 600, "ALC": 300, "AMC": 80}) == []
 
 

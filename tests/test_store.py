@@ -377,7 +377,8 @@ def test_hashes(tmp_path):
     path = tmp_path / "blob.fcs"
     path.write_bytes(data)
     assert file_sha256(path) == hashlib.sha256(data).hexdigest()
-    assert text_sha256("CD27- B cells") == hashlib.sha256("CD27- B cells".encode()).hexdigest()
+    name = "CD27\u2212 B cells"  # UTF-8, not ASCII
+    assert text_sha256(name) == hashlib.sha256(name.encode("utf-8")).hexdigest()
 
 
 def test_part_path_is_safe_and_distinct(tmp_path):
