@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
+#: Events acquired per tube in the demo.
+DEMO_EVENTS = {"T": (60_000, 120_000), "B": (250_000, 300_000), "mono": (60_000, 120_000)}
+
 
 def run_demo(out: str | os.PathLike, seed: int = 0, progress: Callable[[str], None] | None = None):
     """Write DIR/specimens/ (FCS, manifest, truth), DIR/populations.csv, DIR/table1.csv/.md/.html;
@@ -24,7 +27,9 @@ def run_demo(out: str | os.PathLike, seed: int = 0, progress: Callable[[str], No
 
     out = Path(out)
     specimens = out / "specimens"
-    simulate(specimens, "whim-trial", seed=seed, progress=progress)
+    # the B/NK tube is acquired with more events, as labs do for rare subsets (immature B cells
+    # are about 1 cell/µL: some 100 events in 250,000)
+    simulate(specimens, "whim-trial", seed=seed, events=DEMO_EVENTS, progress=progress)
     panels = Panels.load()
     result = run_manifest(specimens / "manifest.csv", panels=panels, progress=progress, out=out)
     write_run(result, out, manifest=specimens / "manifest.csv", panels=panels)

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from cytowhim.panels import Panels
-from cytowhim.report import RunFolder, _qc_html, build_report, main_report
+from cytowhim.report import RunFolder, _Painter, _qc_html, build_report, main_report
 from cytowhim.run import run_manifest, write_run
 from cytowhim.simulate import simulate
 
@@ -221,6 +221,133 @@ def test_table1_and_reference_plots(report, page):
     refs = [i for i in page.images if i.get("class") == "refplot"]
     assert len(refs) >= 15 and "CD4+ T cells" in {i["data-population"] for i in refs}
     assert "Simulated specimens" in text
+
+
+def test_population_names_show_the_minus_sign(report, page):
+    """Names are ASCII in data (populations.csv, data-* attributes), a true minus on screen."""
+    text = report[1]
+    assert "CD27\u2212 B cells" in text and 'data-population="CD27- B cells"' in text
+    gates = [i for i in page.images if i.get("data-population") == "CD27- B cells"]
+    assert gates and all(i["alt"].startswith("CD27\u2212 B cells") for i in gates)
+    assert "gated on CD27\u2212 B cells" in text  # transitional B cells' parent
+    assert "gated on CD3\u2212 lymphocytes" in text  # B cells' parent in tube B
+    assert "gated on CD27- B cells" not in text and "gated on CD3- lymphocytes" not in text
+    refs = [i for i in page.images if i.get("class") == "refplot"]
+    cd27 = [i for i in refs if i["data-population"] == "CD27- B cells"]
+    assert len(cd27) == 1 and cd27[0]["alt"].startswith("CD27\u2212 B cells:")
+
+
+def _crafted_table() -> pd.DataFrame:
+    """Two patients, baseline and peak, CD4+ T cells flagged against different recorded
+    intervals (a lab's age bands), and a CD4/CD8 ratio row per specimen."""
+    rows = []
+    for patient, age, low, high, band, counts in (
+        ("P1", 34, 359.0, 1565.0, "age 18 y and over", (400.0, 1700.0)),
+        ("P2", 4, 1000.0, 2500.0, "age 2 to under 6 y", (900.0, 2000.0)),
+    ):
+        for timepoint, count in zip(("baseline", "peak"), counts):
+            common = {
+                "specimen": f"{patient}-{timepoint}",
+                "patient": patient,
+                "timepoint": timepoint,
+                "age": age,
+                "sex": "F",
+                "tube": "T",
+            }
+            flag = "H" if count > high else "L" if count < low else ""
+            rows.append(
+                {
+                    **common,
+                    "population": "CD4+ T cells",
+                    "parent": "T cells",
+                    "events": int(count * 10),
+                    "percent_of_parent": 55.0,
+                    "base": "lymphocytes",
+                    "absolute_per_uL": count,
+                    "units": "cells/uL",
+                    "reported": f"{count:g}",
+                    "qc": "",
+                    "qc_status": "",
+                    "reference_flag": flag,
+                    "reference_low": low,
+                    "reference_high": high,
+                    "reference_band": band,
+                    "reference_source": "lab CD4 intervals 2024",
+                }
+            )
+            rows.append(
+                {
+                    **common,
+                    "population": "CD4/CD8 ratio",
+                    "units": "ratio",
+                    "reported": "1.85",
+                    "qc": "info ratio_note: checked by hand" if patient == "P1" else "",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_reference_plots_use_each_rows_recorded_interval(run_dir, tmp_path):
+    """populations.csv records the interval each count was flagged against; patients whose
+    intervals differ get their own box, and the caption says the interval varies."""
+    import matplotlib.collections
+    from matplotlib.figure import Figure
+
+    from cytowhim.compare import compare_timepoints
+    from cytowhim.report import _reference_plots
+    from cytowhim.report_html import _reference_html
+    from cytowhim.report_plots import _draw_reference
+
+    table = _crafted_table()
+    folder = tmp_path / "crafted"
+    folder.mkdir()
+    table.to_csv(folder / "populations.csv", index=False)
+    doc = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    rows = pd.read_csv(doc["manifest"], dtype=str)
+    rows[rows.file == "P2-baseline_mono.fcs"].to_csv(folder / "manifest.csv", index=False)
+    (folder / "P2-baseline_mono.fcs").symlink_to(
+        Path(doc["manifest"]).parent / "P2-baseline_mono.fcs"
+    )
+    (folder / "run.json").write_text(
+        json.dumps({**doc, "manifest": str(folder / "manifest.csv")}), encoding="utf-8"
+    )
+    text = build_report(folder).read_text(encoding="utf-8")
+    parser = _Page()
+    parser.feed(text)
+    refs = [i for i in parser.images if i.get("class") == "refplot"]
+    assert [i["data-population"] for i in refs] == ["CD4+ T cells"]  # not the ratio
+    section = text.split('id="reference"', 1)[1].split("</section>", 1)[0]
+    assert "varies by age/sex" in section
+    assert "P1: 359–1565 (age 18 y and over)" in section
+    assert "P2: 1000–2500 (age 2 to under 6 y)" in section
+    assert "lab CD4 intervals 2024" in section and "Table 1, healthy adults" not in section
+    qc = text.split('id="qc"', 1)[1].split("</section>", 1)[0]
+    assert "CD4/CD8 ratio" in qc and "ratio 1.85" in qc
+
+    # each point is drawn against its own interval: one box per count at its x position
+    frame = table[table.population == "CD4+ T cells"].reset_index(drop=True)
+    limits = frame[["reference_low", "reference_high"]].to_numpy(dtype=float)
+    ax = Figure().add_subplot()
+    _draw_reference(ax, frame, ["baseline", "peak"], limits)
+    boxes = [c for c in ax.collections if isinstance(c, matplotlib.collections.PolyCollection)]
+    assert len(boxes) == len(frame)
+    spans = sorted(
+        (round(float(v[:, 1].min())), round(float(v[:, 1].max())))
+        for v in (b.get_paths()[0].vertices for b in boxes)
+    )
+    assert spans == [(359, 1565), (359, 1565), (1000, 2500), (1000, 2500)]
+    markers = [line.get_marker() for line in ax.lines if line.get_marker() != "None"]
+    assert markers.count("^") == 1 and markers.count("v") == 1  # P1 peak H, P2 baseline L
+
+    # one shared interval: shaded across the plot as before, no per-patient caption
+    same = table.assign(reference_low=359.0, reference_high=1565.0, reference_band="all ages")
+    comparison = compare_timepoints(same, "baseline", "peak")
+    (plot,) = _reference_plots(_Painter(), same, comparison)
+    assert plot.bands == [] and "varies" not in _reference_html([plot])
+    # older run folders record no interval: the bundled Table 1 intervals
+    legacy = table.drop(columns=[c for c in table.columns if c.startswith("reference_")])
+    (plot,) = _reference_plots(_Painter(), legacy, compare_timepoints(legacy, "baseline", "peak"))
+    assert plot.bands == [] and "Table 1, healthy adults" in _reference_html([plot])
 
 
 def test_main_report_exit_codes(run_dir, tmp_path, capsys):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +31,15 @@ def simulate(
     seed: int = 0,
     drift: float = 0.3,
     n_healthy: int = 3,
-    events: tuple[int, int] = (60_000, 120_000),
+    events: tuple[int, int] | Mapping[str, tuple[int, int]] = (60_000, 120_000),
     progress: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Simulate a preset's specimens into folder ``out``; returns the manifest as a DataFrame.
 
     drift: the largest relative change of marker gains and scatter between tubes (0.3 = ±30 %).
-    events: range of events acquired per tube. The same seed gives the same files.
+    events: range of events acquired per tube, or a mapping tube -> range (tubes not named get
+    the default 60,000-120,000), as a lab acquires more events in a tube with rare populations.
+    The same seed gives the same files.
     """
     rng = np.random.default_rng(seed)
     out = Path(out)
@@ -45,7 +47,8 @@ def simulate(
     manifest, truth = [], []
     for spec in specimens(preset, rng, n_healthy):
         for tube, panel in PANELS.items():
-            n = int(rng.integers(events[0], events[1] + 1))
+            low, high = _events_of(events, tube)
+            n = int(rng.integers(low, high + 1))
             tube_drift = Drift.draw(rng, [m for _, m in panel.fluorescence], drift)
             counts = spec.tube_counts(tube)
             ev, labels = simulate_tube(panel, counts, n, rng, tube_drift)
@@ -89,6 +92,14 @@ def simulate(
     frame.to_csv(out / "manifest.csv", index=False)
     pd.DataFrame(truth).to_csv(out / "truth.csv", index=False, quoting=csv.QUOTE_MINIMAL)
     return frame
+
+
+def _events_of(
+    events: tuple[int, int] | Mapping[str, tuple[int, int]], tube: str
+) -> tuple[int, int]:
+    if isinstance(events, Mapping):
+        return tuple(events.get(tube, (60_000, 120_000)))  # type: ignore[return-value]
+    return events[0], events[1]
 
 
 def _truth(spec: Specimen, tube: str, labels: np.ndarray) -> list[dict]:
