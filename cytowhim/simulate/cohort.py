@@ -1,13 +1,15 @@
 """Specimens with known truth: per-µL counts of every cell type and the CBC, for a preset.
 
 ``whim-trial``: 3 patients x baseline and peak, drawn so that the mean (exactly) and SEM (closely)
-of the absolute counts over patients reproduce Table 1 of the plerixafor study. ``healthy``:
-counts inside the study's reference intervals.
+of the absolute counts over patients reproduce Table 1 of the plerixafor study, and so that the
+paired t test of baseline vs peak is significant on exactly the rows the study marks, with margin.
+``healthy``: counts inside the study's reference intervals.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -57,7 +59,12 @@ class Specimen:
 
 
 def table1() -> dict[str, dict[str, float]]:
-    """Table 1 rows (population -> numbers) from the bundled reference file."""
+    """Table 1 rows (population -> numbers, cells/µL) from the bundled reference file."""
+    return {pop: dict(row) for pop, row in _table1().items()}
+
+
+@functools.cache
+def _table1() -> dict[str, dict[str, float]]:
     path = data_path("reference", "whim_plerixafor_table1.csv")
     with path.open(encoding="utf-8") as f:
         rows = csv.DictReader(line for line in f if not line.startswith("#"))
@@ -77,15 +84,140 @@ def table1() -> dict[str, dict[str, float]]:
     return out
 
 
-def _z_triplet(rng: np.random.Generator) -> np.ndarray:
-    """Three scores with mean 0 and sample SD 1 (so values m + s*sqrt(3)*z have mean m, SEM s),
-    none below -0.6 so that every count stays positive when mean >= SEM."""
-    for _ in range(1000):
-        theta = rng.uniform(0, 2 * math.pi)
-        z = (2 / math.sqrt(3)) * np.cos(theta + 2 * math.pi * np.arange(3) / 3)
-        if z.min() >= -0.6:
-            return z
-    return np.array([2 / math.sqrt(3), -1 / math.sqrt(3), -1 / math.sqrt(3)])
+# The whim-trial design. With 3 patients, scores with mean 0 and sample SD 1 lie on a circle:
+# z(phi)_k = (2/sqrt(3)) * cos(phi + 2*pi*k/3), k = 0, 1, 2 (patients). Counts m + s*sqrt(3)*z(phi)
+# have mean m and SEM s, and two such triplets correlate as cos(phi1 - phi2) across patients, which
+# sets the paired t of baseline vs peak: t = (m_peak - m_base) / |s_p*e^(i*phi_p) - s_b*e^(i*phi_b)|.
+# Per leaf population (the ones drawn; CD4+ T = CD4 naive + CD4 memory, CD8+ T likewise and monocytes
+# = classical + inflammatory are sums): (baseline phase, peak phase) in degrees and factors on the
+# published (baseline, peak) SEM. Solved offline with scipy SLSQP (lexicographic max-min): every
+# Table 1 row's t lies as far from t(0.975, 2) = 4.303 as the published means and SEMs allow, on the
+# side of the paper's marks (P < .05: CD4+ T, CD4 naive, CD4 memory, CD8 naive), with every row's
+# SEM within 6 % of Table 1 (CD4 effector memory 10 %: even at correlation -1 its published SEMs give
+# t = 4.10) and every count within the limits below. Truth-level t: CD4+ T 9.3, CD4 naive 7.3,
+# CD4 memory 7.7, CD8 naive 5.4 (marked; CD8 naive cannot go higher while CD8+ T stays below 3.5);
+# CD4 effector memory 3.7, CD8+ T 3.4, all others <= 2.8. Rotating a whole block by one angle keeps
+# every SEM and t (it changes which patient is high and how high), so each specimen set draws, per
+# block, a rotation among those that keep every count inside the limits. Blocks share no row.
+_DESIGN: dict[str, dict[str, tuple[float, float, float, float]]] = {
+    "CD4": {
+        "CD4 naive": (352.8, 352.8, 0.940, 1.057),
+        "CD4 memory": (33.5, 47.6, 1.0, 0.996),
+        "CD4 central memory": (3.0, 2.5, 1.0, 1.0),
+        "CD4 effector memory": (56.0, 236.0, 1.092, 1.100),
+    },
+    "CD8": {
+        "CD8 naive": (358.9, 321.6, 1.060, 0.959),
+        "CD8 memory": (86.1, 281.3, 1.058, 1.060),
+        "CD8 central memory": (171.2, 351.2, 1.0, 1.0),
+        "CD8 effector memory": (328.0, 315.1, 1.0, 1.024),
+    },
+    "NK": {"NK cells": (0.0, 180.0, 1.0, 1.0)},
+    "B": {
+        "B cells": (130.5, 358.5, 1.0, 1.0),  # the T tube's total follows its CD27- B cells
+        "memory B cells": (14.4, 315.1, 0.972, 1.025),
+        "CD27- B cells": (130.5, 358.5, 1.060, 0.997),
+        "transitional B cells": (135.6, 358.1, 0.943, 0.993),
+        "immature B cells": (205.0, 25.0, 0.943, 0.989),
+    },
+    "monocytes": {
+        # aligned at baseline (SEM 5 + 1 = 6), 74 degrees apart at peak (SEM of the sum 67)
+        "classical monocytes": (0.0, 180.0, 1.0, 1.0),
+        "inflammatory monocytes": (0.0, 254.3, 1.0, 1.0),
+    },
+}
+# SEM (cells/µL) given to rows published as "<1" (mean 0.5): counts stay between 0.1 and 0.9
+BELOW_ONE_SEM = {
+    ("CD8 central memory", "baseline"): 0.2,
+    ("CD8 central memory", "peak"): 0.2,
+    ("immature B cells", "baseline"): 0.2,
+}
+MIN_FRACTION = 0.10  # every drawn count >= this fraction of its Table 1 mean
+MIN_COUNT = 0.3  # cells/µL: and >= this (a few dozen events at baseline), but in "<1" rows
+# (part, whole, least part/whole, timepoints), parts and wholes as signed sums of populations: the
+# memory T cells outside CM and EM and the CD27- B cells outside transitional and immature (IgD+
+# IgM-) stay a population, and the B tube's gates find a negative and a positive side (IgD- =
+# immature among CD27- B cells, CD27+ = memory among B cells) in the few B cells at baseline.
+_SHARES: tuple[tuple[dict[str, int], dict[str, int], float, tuple[str, ...]], ...] = (
+    (
+        {"CD4 memory": 1, "CD4 central memory": -1, "CD4 effector memory": -1},
+        {"CD4 memory": 1},
+        0.08,
+        ("baseline", "peak"),
+    ),
+    (
+        {"CD8 memory": 1, "CD8 central memory": -1, "CD8 effector memory": -1},
+        {"CD8 memory": 1},
+        0.08,
+        ("baseline", "peak"),
+    ),
+    (
+        {"CD27- B cells": 1, "transitional B cells": -1, "immature B cells": -1},
+        {"CD27- B cells": 1},
+        0.08,
+        ("baseline", "peak"),
+    ),
+    ({"immature B cells": 1}, {"CD27- B cells": 1}, 0.025, ("baseline",)),
+    ({"memory B cells": 1}, {"memory B cells": 1, "CD27- B cells": 1}, 0.05, ("baseline",)),
+    ({"memory B cells": 1}, {"memory B cells": 1, "CD27- B cells": 1}, 0.015, ("peak",)),
+)
+TIMEPOINTS = ("baseline", "peak")
+
+
+def _block_counts(block: str, rotation: float) -> dict[tuple[str, str], np.ndarray]:
+    """(population, timepoint) -> cells/µL of patients 1-3 for one design block rotated by
+    ``rotation`` degrees."""
+    t1 = _table1()
+    k = 2 * math.pi * np.arange(3) / 3
+    out = {}
+    for pop, (phi_b, phi_p, f_b, f_p) in _DESIGN[block].items():
+        for tp, phi, f in (("baseline", phi_b, f_b), ("peak", phi_p, f_p)):
+            sem = t1[pop][f"{tp}_sem"] or BELOW_ONE_SEM[pop, tp]
+            out[pop, tp] = t1[pop][f"{tp}_mean"] + 2 * f * sem * np.cos(
+                math.radians(phi + rotation) + k
+            )
+    return out
+
+
+def _allowed(counts: dict[tuple[str, str], np.ndarray]) -> bool:
+    """Whether every count is >= MIN_FRACTION of its mean and >= MIN_COUNT, and every share in
+    _SHARES holds."""
+    t1 = _table1()
+    for (pop, tp), v in counts.items():
+        least = MIN_FRACTION * t1[pop][f"{tp}_mean"]
+        if (pop, tp) not in BELOW_ONE_SEM:
+            least = max(least, MIN_COUNT)
+        if (v < least).any():
+            return False
+    for part, whole, least, timepoints in _SHARES:
+        for tp in timepoints:
+            if (next(iter(whole)), tp) not in counts:
+                continue  # another block
+            p = sum(k * counts[pop, tp] for pop, k in part.items())
+            w = sum(k * counts[pop, tp] for pop, k in whole.items())
+            if (p < least * w).any():
+                return False
+    return True
+
+
+@functools.cache
+def _rotations(block: str) -> np.ndarray:
+    """Rotations (degrees, 0.5 degree steps) that keep a block's counts allowed."""
+    grid = np.arange(0.0, 360.0, 0.5)
+    ok = np.array([_allowed(_block_counts(block, r)) for r in grid])
+    if not ok.any():
+        raise RuntimeError(f"no allowed rotation of design block {block!r}")
+    return grid[ok]
+
+
+def _draw(rng: np.random.Generator) -> dict[tuple[str, str], np.ndarray]:
+    """(leaf population, timepoint) -> cells/µL of patients 1-3, one allowed rotation per block."""
+    out = {}
+    for block in _DESIGN:
+        rotation = float(rng.choice(_rotations(block)))
+        order = rng.permutation(3)
+        out.update({key: v[order] for key, v in _block_counts(block, rotation).items()})
+    return out
 
 
 def _leaves(values: dict[str, float], rng: np.random.Generator) -> dict[str, float]:
@@ -117,28 +249,35 @@ def _leaves(values: dict[str, float], rng: np.random.Generator) -> dict[str, flo
     return c
 
 
+def _b_tube_view(counts: dict[str, float], b_total_t_tube: float) -> dict[str, float]:
+    """Scale the B subsets (cells/µL) so that the B/NK tube, whose lymphocytes hold these subsets
+    instead of the T tube's B total, gives them back when counted against the ALC."""
+    b_sum = sum(counts[b] for b in B)
+    others = sum(counts[c] for c in LYMPH if c not in B)
+    factor = others / (others + b_total_t_tube - b_sum)
+    return {c: v * factor if c in B else v for c, v in counts.items()}
+
+
 def whim_trial(rng: np.random.Generator) -> list[Specimen]:
-    """3 patients x (baseline, peak) matching Table 1's means and SEMs."""
-    t1 = table1()
+    """3 patients x (baseline, peak) reproducing Table 1: means exact, SEMs close, and the paired
+    t test of baseline vs peak significant (P < .05) on exactly the rows the paper marks."""
+    drawn = _draw(rng)
+    leaves = sorted({pop for pop, _ in drawn})
+    # P3's baseline ANC was 735/µL; the others are severely neutropenic at baseline, and the dose
+    # raised ANC at least 2-fold and to >= 500/µL at peak.
+    base_anc = [rng.uniform(250, 450), rng.uniform(300, 500), 735.0]
     out = []
-    for timepoint in ("baseline", "peak"):
-        z = _z_triplet(rng)
+    for timepoint in TIMEPOINTS:
         for i in range(3):
-            values = {}
-            for pop, row in t1.items():
-                m, s = row[f"{timepoint}_mean"], row[f"{timepoint}_sem"]
-                values[pop] = max(m + s * math.sqrt(3) * z[i], 0.05 * m)
-            # P3's baseline ANC was 735/µL; the others are severely neutropenic at baseline, and
-            # the dose raised ANC at least 2-fold and to >= 500/µL at peak.
-            base_anc = [rng.uniform(250, 450), rng.uniform(300, 500), 735.0][i]
-            anc = base_anc if timepoint == "baseline" else base_anc * rng.uniform(2.2, 3.5)
+            values = {pop: float(drawn[pop, timepoint][i]) for pop in leaves}
+            anc = base_anc[i] * (1.0 if timepoint == "baseline" else rng.uniform(2.2, 3.5))
             specimen = f"P{i + 1}-{timepoint}"
             out.append(
                 Specimen(
                     specimen,
                     f"P{i + 1}",
                     timepoint,
-                    _leaves(values, rng),
+                    _b_tube_view(_leaves(values, rng), values["B cells"]),
                     b_total_t_tube=values["B cells"],
                     anc=anc,
                     eos=rng.uniform(10, 40) * (1 if timepoint == "baseline" else 2.5),
