@@ -33,13 +33,16 @@ def simulate(
     n_healthy: int = 3,
     events: tuple[int, int] | Mapping[str, tuple[int, int]] = (60_000, 120_000),
     progress: Callable[[str], None] | None = None,
+    composition: str = "multinomial",
 ) -> pd.DataFrame:
     """Simulate a preset's specimens into folder ``out``; returns the manifest as a DataFrame.
 
     drift: the largest relative change of marker gains and scatter between tubes (0.3 = ±30 %).
     events: range of events acquired per tube, or a mapping tube -> range (tubes not named get
     the default 60,000-120,000), as a lab acquires more events in a tube with rare populations.
-    The same seed gives the same files.
+    composition: 'multinomial' samples each tube's events from the specimen (Poisson noise between
+    specimen and tube), 'exact' gives each cell type its expected share (the designed counts
+    exactly, e.g. to reproduce Table 1). The same seed gives the same files.
     """
     rng = np.random.default_rng(seed)
     out = Path(out)
@@ -51,7 +54,7 @@ def simulate(
             n = int(rng.integers(low, high + 1))
             tube_drift = Drift.draw(rng, [m for _, m in panel.fluorescence], drift)
             counts = spec.tube_counts(tube)
-            ev, labels = simulate_tube(panel, counts, n, rng, tube_drift)
+            ev, labels = simulate_tube(panel, counts, n, rng, tube_drift, composition=composition)
             name = f"{spec.specimen}_{tube}.fcs"
             sample = Sample(
                 events=ev,

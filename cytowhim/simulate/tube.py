@@ -42,15 +42,19 @@ def simulate_tube(
     drift: Drift,
     debris_fraction: float = 0.06,
     doublet_fraction: float = 0.03,
+    composition: str = "multinomial",
 ) -> tuple[np.ndarray, np.ndarray]:
     """(events, labels): float32 events (events x panel channels) and the cell type of each event
-    ('debris' and 'doublet' for those). Compositions are cells/µL; events are drawn in proportion."""
+    ('debris' and 'doublet' for those). Compositions are cells/µL; events are drawn in proportion:
+    ``composition='multinomial'`` samples them (Poisson noise between the specimen and the tube),
+    ``'exact'`` gives each cell type its expected number of events (rounded), so the tube holds the
+    specimen's composition as designed."""
     names = list(counts)
     p = np.array([counts[n] for n in names], dtype=np.float64)
     n_debris = int(round(n_events * debris_fraction))
     n_doublets = int(round(n_events * doublet_fraction))
     n_cells = n_events - n_debris - n_doublets
-    drawn = rng.multinomial(n_cells, p / p.sum())
+    drawn = _composition(n_cells, p / p.sum(), rng, composition)
     labels = np.repeat(np.array(names, dtype=object), drawn)
 
     markers = [m for _, m in panel.fluorescence]
@@ -86,6 +90,21 @@ def simulate_tube(
     events = events[order]
     events[:, -1] = time
     return events.astype(np.float32), all_labels[order]
+
+
+def _composition(n: int, p: np.ndarray, rng: np.random.Generator, how: str) -> np.ndarray:
+    """Events per cell type, summing to ``n``: sampled, or the expected counts rounded (the
+    remainder given to the types with the largest fractional parts)."""
+    if how == "multinomial":
+        return rng.multinomial(n, p)
+    if how != "exact":
+        raise ValueError(f"composition must be 'multinomial' or 'exact'; got {how!r}")
+    expected = n * p
+    drawn = np.floor(expected).astype(np.int64)
+    short = n - int(drawn.sum())
+    if short > 0:
+        drawn[np.argsort(drawn - expected, kind="stable")[:short]] += 1
+    return drawn
 
 
 def _cells(labels: np.ndarray, markers: list[str], rng: np.random.Generator, drift: Drift):
