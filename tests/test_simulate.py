@@ -8,6 +8,8 @@ import hashlib
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import ttest_rel
 
 import cytowhim as cw
@@ -198,3 +200,19 @@ def test_whim_trial_reproduces_table1_paired_t_tests(seed):
     for i in (1, 2, 3):
         baseline, peak = (s for s in specs if s.patient == f"P{i}")
         assert peak.anc >= max(2 * baseline.anc, 500)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=500_000),
+    st.lists(st.floats(min_value=1e-6, max_value=1e4), min_size=1, max_size=30),
+)
+def test_exact_composition_gives_each_cell_type_its_designed_share(n, weights):
+    from cytowhim.simulate.tube import _composition
+
+    p = np.array(weights) / np.sum(weights)
+    drawn = _composition(n, p, np.random.default_rng(0), "exact")
+    assert drawn.sum() == n and (drawn >= 0).all()
+    assert np.all(np.abs(drawn - n * p) < 1.0 + 1e-9)
+    with pytest.raises(ValueError, match="composition"):
+        _composition(10, p, np.random.default_rng(0), "poisson")
