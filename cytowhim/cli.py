@@ -164,6 +164,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         n_healthy=args.specimens,
         events=(args.min_events, args.max_events),
         progress=progress,
+        composition=args.composition,
     )
     print(
         f"wrote {len(manifest)} FCS files, manifest.csv and truth.csv to {args.out} "
@@ -378,6 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--specimens", type=int, default=3, help="healthy donors (healthy preset)")
     p.add_argument("--min-events", type=int, default=60_000, help="fewest events per tube")
     p.add_argument("--max-events", type=int, default=120_000, help="most events per tube")
+    p.add_argument(
+        "--composition",
+        choices=["multinomial", "exact"],
+        default="multinomial",
+        help="sample each tube's events from the specimen (default), or give each cell type "
+        "exactly its designed share",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_simulate)
 
