@@ -137,7 +137,10 @@ def to_anndata(sample: Sample, result: GatingResult, path: str | os.PathLike) ->
     ``populations`` (``name``, ``path``, ``obs_column`` lists), ``strategy``, ``source_file``,
     ``notes`` (JSON list) and ``cytowhim_version``.
     """
-    import anndata
+    try:
+        import anndata
+    except ImportError:
+        raise ImportError("writing .h5ad needs anndata: pip install 'cytowhim[anndata]'") from None
 
     from . import __version__
 
