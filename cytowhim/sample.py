@@ -95,6 +95,16 @@ class Sample:
         if len(hits) == 1:
             return hits[0]
         where = self.path or "sample"
+        if not hits:  # marker labels as instruments write them ('BV785 - CD3', 'CD3 FITC')
+            from gating.errors import AmbiguousMarkerError, MissingDimensionError
+            from gating.markers import MarkerIndex
+
+            try:
+                return MarkerIndex(self.channels, self.markers, where=str(where)).column(name)
+            except AmbiguousMarkerError as exc:
+                raise KeyError(str(exc)) from None
+            except MissingDimensionError:
+                pass
         if hits:
             raise KeyError(
                 f"{where}: marker {name!r} labels several channels: "

@@ -6,7 +6,7 @@ CBCs or reference ranges.
 """
 
 from .compensation import Compensation
-from .errors import GatingError, MissingDimensionError, StrategyError
+from .errors import AmbiguousMarkerError, GatingError, MissingDimensionError, StrategyError
 from .gates import (
     BooleanGate,
     Dimension,
@@ -17,11 +17,13 @@ from .gates import (
     register_gate,
 )
 from .io import read_strategy
+from .markers import load_markers
 from .result import GatingResult
 from .strategy import Population, Strategy
 from .transforms import Asinh, Hyperlog, Linear, Log, Logicle, Ratio
 
 __all__ = [
+    "AmbiguousMarkerError",
     "Asinh",
     "BooleanGate",
     "Compensation",
@@ -41,6 +43,7 @@ __all__ = [
     "RectangleGate",
     "Strategy",
     "StrategyError",
+    "load_markers",
     "read_strategy",
     "register_gate",
 ]

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from .compensation import FROM_FILE, UNCOMPENSATED, Compensation
-from .errors import GatingError, GatingWarning, MissingDimensionError
+from .errors import GatingError, GatingWarning
 from .gates import BooleanGate, Dimension, EllipsoidGate, Gate, PolygonGate, RectangleGate
+from .markers import MarkerIndex
 from .result import GatingResult
 from .strategy import Strategy
 from .transforms import Ratio, Transform
@@ -66,9 +67,11 @@ def _is_pointwise(gate: Gate) -> bool:
 
 
 class Evaluator:
-    """Values of gate dimensions for one sample, computed once and cached."""
+    """Values of gate dimensions for one sample, computed once and cached.
 
-    def __init__(self, strategy: Strategy, sample: Any):
+    ``markers``: strategy name -> the sample's marker or channel (see :mod:`gating.markers`)."""
+
+    def __init__(self, strategy: Strategy, sample: Any, markers: dict[str, str] | None = None):
         events = np.asarray(sample.events)
         if events.ndim != 2:
             raise GatingError(
@@ -79,9 +82,18 @@ class Evaluator:
         self.events = events
         self.n = events.shape[0]
         self.channels = [str(c) for c in sample.channels]
-        markers = getattr(sample, "markers", None) or [""] * len(self.channels)
-        self.markers = [str(m or "") for m in markers]
+        labels = getattr(sample, "markers", None) or [""] * len(self.channels)
+        self.markers = [str(m or "") for m in labels]
         self.sample_name = getattr(sample, "path", None)
+        self.names = MarkerIndex(
+            self.channels,
+            self.markers,
+            markers,
+            where=strategy.source or "the strategy",
+            sample=str(self.sample_name or "the sample"),
+        )
+        #: strategy dimension name -> the channel ($PnN) it was found as (by check_dimensions)
+        self.resolved: dict[str, str] = {}
         self.notes: list[str] = []
         self._raw: dict[int, np.ndarray] = {}
         self._comp: dict[str, dict[str, np.ndarray]] = {}
@@ -93,44 +105,19 @@ class Evaluator:
     # --- names -----------------------------------------------------------------------------
 
     def column(self, name: str) -> int:
-        """Column of a channel ($PnN) or, failing that, a marker ($PnS) name."""
-        if name in self.channels:
-            return self.channels.index(name)
-        hits = [i for i, m in enumerate(self.markers) if m == name]
-        if len(hits) == 1:
-            return hits[0]
-        if not hits:
-            folded = name.casefold()
-            hits = [i for i, m in enumerate(self.markers) if m.casefold() == folded]
-            if len(hits) == 1:
-                return hits[0]
-        if not hits and "/" in name:  # FlowJo writes '/' in channel names as '_'
-            alias = [
-                i
-                for i, c in enumerate(self.channels)
-                if c.replace("/", "_") == name.replace("/", "_")
-            ]
-            if len(alias) == 1:
-                return alias[0]
-        where = self.strategy.source or "the strategy"
-        sample = self.sample_name or "the sample"
-        if hits:
-            raise MissingDimensionError(
-                f"{where}: marker {name!r} labels several channels of {sample}: "
-                f"{[self.channels[i] for i in hits]}; name the channel instead"
-            )
-        raise MissingDimensionError(
-            f"{where}: {sample} has no channel or marker {name!r}; it has: {self.inventory()}"
-        )
+        """Column of a channel ($PnN) or marker ($PnS) name, as :class:`MarkerIndex` finds it
+        (marker labels as instruments write them, the explicit mapping), found once."""
+        return self.names.column(name)
 
     def inventory(self) -> str:
         """'channel (marker), ...' of the sample, for error messages."""
-        return ", ".join(f"{c} ({m})" if m else c for c, m in zip(self.channels, self.markers))
+        return self.names.inventory()
 
     def check_dimensions(self) -> None:
         """Every channel or marker the strategy needs is in the sample; else one error naming all
-        the missing ones (and the populations that need them)."""
+        the missing ones (and the populations that need them). Records :attr:`resolved`."""
         needed: dict[str, list[str]] = {}
+        dims: dict[str, None] = {}  # names the gates use (not only a compensation's detectors)
         for pop in self.strategy.populations:
             for d in pop.gate.dimensions:
                 comp = self.strategy.compensations.get(d.compensation)
@@ -147,24 +134,12 @@ class Evaluator:
                     ):
                         continue  # an unmixed fluorochrome (Gating-ML spectrum matrix)
                     needed.setdefault(name, []).append(pop.name)
+                    dims[name] = None
         for comp in self.strategy.compensations.values():
             for det in comp.detectors:
                 needed.setdefault(det, []).append(f"compensation {comp.id}")
-        missing = []
-        for name, users in needed.items():
-            try:
-                self.column(name)
-            except MissingDimensionError as exc:
-                if "labels several channels" in str(exc):
-                    raise
-                missing.append(f"{name!r} (for {', '.join(dict.fromkeys(users))})")
-        if missing:
-            where = self.strategy.source or "the strategy"
-            sample = self.sample_name or "the sample"
-            raise MissingDimensionError(
-                f"{where}: {sample} has no channel or marker {'; '.join(missing)}; it has: "
-                f"{self.inventory()}"
-            )
+        self.names.require(needed)
+        self.resolved = {name: self.channels[self.column(name)] for name in dims}
 
     def raw(self, j: int) -> np.ndarray:
         """Linear values of column j (float64): the sample's ``linear_values(j)`` where it has
@@ -919,9 +894,12 @@ def _whole(ev: Evaluator, pop: Any, masks: dict[str, np.ndarray]) -> Gate:
     return gate
 
 
-def apply_strategy(strategy: Strategy, sample: Any) -> GatingResult:
-    """Evaluate every population of ``strategy`` on ``sample``; see :class:`GatingResult`."""
-    ev = Evaluator(strategy, sample)
+def apply_strategy(
+    strategy: Strategy, sample: Any, markers: dict[str, str] | None = None
+) -> GatingResult:
+    """Evaluate every population of ``strategy`` on ``sample``; see :class:`GatingResult`.
+    ``markers``: strategy name -> the sample's marker or channel (see :mod:`gating.markers`)."""
+    ev = Evaluator(strategy, sample, markers)
     ev.check_dimensions()
     masks: dict[str, np.ndarray] = {}
     applied: dict[str, Gate] = {}

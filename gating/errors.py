@@ -18,5 +18,9 @@ class MissingDimensionError(GatingError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class AmbiguousMarkerError(MissingDimensionError):
+    """A strategy's name matches several channels of a sample (the message lists them)."""
+
+
 class GatingWarning(UserWarning):
     """The engine did something the user should know about (e.g. no spillover to compensate with)."""
