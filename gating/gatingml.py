@@ -4,6 +4,7 @@ entity-expansion bombs (workspaces and gate files come from collaborators)."""
 from __future__ import annotations
 
 import os
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,10 @@ NS = {
     "data-type": "http://www.isac-net.org/std/Gating-ML/v2.0/datatypes",
 }
 _G, _T, _D = (f"{{{NS[k]}}}" for k in ("gating", "transforms", "data-type"))
+#: cytowhim's own attributes (Gating-ML allows any attribute on gates, transformations and
+#: matrices): a name that is not a valid XML id (``cytowhim:name="CD4+ T cells"``), a label
+CYTOWHIM_NS = "urn:cytowhim:gating"
+_C = f"{{{CYTOWHIM_NS}}}"
 
 _TRANSFORM_TAGS = {
     "flin": (Linear, ("T", "A")),
@@ -77,6 +82,8 @@ class _Reader:
         self.transforms: dict[str, Transform | Ratio] = {}
         self.compensations: dict[str, Compensation] = {}
         self.populations: list[Population] = []
+        #: XML id -> name, for ids that stand for another name (``cytowhim:name``)
+        self.renamed: dict[str, str] = {}
 
     def where(self, el: ET.Element | None = None, what: str = "") -> str:
         ident = _attr(el, "id", _G) or _attr(el, "id", _T) if el is not None else None
@@ -101,6 +108,8 @@ class _Reader:
             elif tag == "QuadrantGate":
                 self._quadrants(el)
         try:
+            if self.renamed:
+                self.populations = [self._renamed(p) for p in self.populations]
             return Strategy(
                 self.populations,
                 self.transforms,
@@ -113,10 +122,29 @@ class _Reader:
         except Exception as exc:  # invalid geometry etc.
             raise StrategyError(f"{self.path}: {exc}") from None
 
+    def _name(self, el: ET.Element, ident: str) -> str:
+        """The name an element's id stands for (its ``cytowhim:name``, else the id)."""
+        name = el.get(_C + "name")
+        if name and name != ident:
+            self.renamed[ident] = name
+            return name
+        return ident
+
+    def _renamed(self, p: Population) -> Population:
+        """A population with gate ids in its parent and boolean operands turned into names."""
+        gate = p.gate
+        if isinstance(gate, BooleanGate):
+            ops = tuple((self.renamed.get(r, r), c) for r, c in gate.operands)
+            gate = BooleanGate(gate.op, ops, gate.dimensions)
+        parent = None if p.parent is None else self.renamed.get(p.parent, p.parent)
+        return Population(p.name, gate, parent, p.label)
+
     # --- transforms and matrices ---------------------------------------------------------------
 
     def _matrix(self, el: ET.Element) -> None:
         ident = _attr(el, "id", _T)
+        if ident:
+            ident = self._name(el, ident)
         if not ident:
             raise StrategyError(f"{self.path}: spectrumMatrix without an id")
         fluor = [_attr(d, "name", _D) for d in el.findall(f"{_T}fluorochromes/{_D}fcs-dimension")]
@@ -135,6 +163,8 @@ class _Reader:
 
     def _transform(self, el: ET.Element) -> None:
         ident = _attr(el, "id", _T)
+        if ident:
+            ident = self._name(el, ident)
         if not ident:
             raise StrategyError(f"{self.path}: transformation without an id")
         for child in el:
@@ -164,20 +194,26 @@ class _Reader:
 
     def _dimension(self, el: ET.Element, gate_el: ET.Element) -> Dimension:
         comp = _attr(el, "compensation-ref", _G) or UNCOMPENSATED
+        comp = self.renamed.get(comp, comp)
         tr = _attr(el, "transformation-ref", _G)
+        tr = None if tr is None else self.renamed.get(tr, tr)
         fcs = el.find(_D + "fcs-dimension")
         if fcs is not None:
             return Dimension(_attr(fcs, "name", _D) or "", comp, tr)
         new = el.find(_D + "new-dimension")
         if new is not None:
-            return Dimension(_attr(new, "transformation-ref", _D) or "", comp, tr, ratio=True)
+            ratio = _attr(new, "transformation-ref", _D) or ""
+            return Dimension(self.renamed.get(ratio, ratio), comp, tr, ratio=True)
         raise StrategyError(f"{self.where(gate_el)}: a dimension names no fcs-dimension")
 
     def _add(self, el: ET.Element, gate: Gate, ident: str | None = None) -> None:
+        own = ident is None  # the element's own id (not one quadrant of a quadrant gate)
         ident = ident or _attr(el, "id", _G)
         if not ident:
             raise StrategyError(f"{self.path}: a {el.tag.split('}')[-1]} has no gating:id")
-        self.populations.append(Population(ident, gate, _attr(el, "parent_id", _G)))
+        name = self._name(el, ident) if own else ident
+        label = el.get(_C + "label") if own else None
+        self.populations.append(Population(name, gate, _attr(el, "parent_id", _G), label))
 
     def _gate(self, el: ET.Element, tag: str) -> None:
         where = self.where(el)
@@ -268,113 +304,188 @@ def read_gatingml(path: str | os.PathLike) -> Strategy:
 
 # --- export ----------------------------------------------------------------------------------------
 
+_NCNAME = re.compile(r"[A-Za-z_][A-Za-z0-9._-]*\Z")
+
+
+def xml_id(name: str, taken: set[str]) -> str:
+    """A valid XML id (an NCName, as Gating-ML's schema wants gate, transformation and matrix ids)
+    for ``name``, unique among ``taken`` (and added to it): the name itself where it is one, else
+    e.g. ``'CD4+ T cells'`` -> ``'CD4pos_T_cells'``."""
+    ident = str(name)
+    if not _NCNAME.match(ident):
+        ident = ident.translate(_DASHES).replace("+", "pos")
+        ident = re.sub(r"[^A-Za-z0-9._-]+", "_", ident).strip("_") or "id"
+        if not _NCNAME.match(ident):
+            ident = "_" + ident
+    base, k = ident, 2
+    while ident in taken:
+        ident, k = f"{base}_{k}", k + 1
+    taken.add(ident)
+    return ident
+
+
+_DASHES = str.maketrans({"\u2212": "-", "\u2013": "-", "\u2010": "-", "\u2011": "-"})
+
 
 def _q(prefix: str, name: str) -> str:
     return f"{{{NS[prefix]}}}{name}"
 
 
-def _dim_element(parent: ET.Element, tag: str, dim: Dimension, extra: dict[str, Any]) -> ET.Element:
-    el = ET.SubElement(parent, _q("gating", tag))
-    el.set(_q("gating", "compensation-ref"), dim.compensation)
-    if dim.transform:
-        el.set(_q("gating", "transformation-ref"), dim.transform)
-    for k, v in extra.items():
-        if v is not None:
-            el.set(_q("gating", k), repr(float(v)))
-    if dim.ratio:
-        ET.SubElement(el, _q("data-type", "new-dimension")).set(
-            _q("data-type", "transformation-ref"), dim.name
-        )
-    else:
-        ET.SubElement(el, _q("data-type", "fcs-dimension")).set(_q("data-type", "name"), dim.name)
-    return el
+def _number(v: float) -> str:
+    return repr(float(v))
 
 
-def write_gatingml(strategy: Strategy, path: str | os.PathLike) -> None:
-    """Write ``strategy`` as Gating-ML 2.0 (quadrants become one rectangle per quadrant)."""
+class _Writer:
+    """Gating-ML 2.0 of a strategy: names that are not XML ids get one, the name is kept in a
+    ``cytowhim:name`` attribute (so :func:`read_gatingml` gives the names back)."""
+
+    def __init__(self, strategy: Strategy):
+        self.strategy = strategy
+        taken: set[str] = set()
+        self.comp_ids = {k: xml_id(k, taken) for k in strategy.compensations}
+        self.transform_ids = {k: xml_id(k, taken) for k in strategy.transforms}
+        self.gate_ids = {p.name: xml_id(p.name, taken) for p in strategy.populations}
+
+    def _named(self, el: ET.Element, key: str, ident: str, id_attr: str) -> None:
+        el.set(id_attr, ident)
+        if ident != key:
+            el.set(_C + "name", key)
+
+    def document(self) -> ET.Element:
+        st = self.strategy
+        root = ET.Element(_q("gating", "Gating-ML"))
+        for note in st.notes:
+            # '--' may not appear in an XML comment
+            root.append(ET.Comment(" " + note.replace("--", "- -") + " "))
+        for comp in st.compensations.values():
+            m = ET.SubElement(root, _q("transforms", "spectrumMatrix"))
+            self._named(m, comp.id, self.comp_ids[comp.id], _q("transforms", "id"))
+            for group, names in (
+                ("fluorochromes", comp.fluorochromes),
+                ("detectors", comp.detectors),
+            ):
+                g = ET.SubElement(m, _q("transforms", group))
+                for n in names:
+                    ET.SubElement(g, _q("data-type", "fcs-dimension")).set(
+                        _q("data-type", "name"), n
+                    )
+            for row in comp.matrix:
+                spectrum = ET.SubElement(m, _q("transforms", "spectrum"))
+                for v in row:
+                    ET.SubElement(spectrum, _q("transforms", "coefficient")).set(
+                        _q("transforms", "value"), _number(v)
+                    )
+        tags = {cls: tag for tag, (cls, _) in _TRANSFORM_TAGS.items()}
+        for key, tr in st.transforms.items():
+            t = ET.SubElement(root, _q("transforms", "transformation"))
+            self._named(t, key, self.transform_ids[key], _q("transforms", "id"))
+            if isinstance(tr, Ratio):
+                r = ET.SubElement(t, _q("transforms", "fratio"))
+                for n, v in tr.params().items():
+                    r.set(_q("transforms", n), _number(v))
+                for n in (tr.numerator, tr.denominator):
+                    ET.SubElement(r, _q("data-type", "fcs-dimension")).set(
+                        _q("data-type", "name"), n
+                    )
+            else:
+                tag = tags.get(type(tr))
+                if tag is None:
+                    raise StrategyError(
+                        f"transform {key!r} ({type(tr).__name__}) has no Gating-ML form"
+                    )
+                x = ET.SubElement(t, _q("transforms", tag))
+                for n, v in tr.params().items():
+                    x.set(_q("transforms", n), _number(v))
+        for pop in st.populations:
+            self._gate(root, pop)
+        return root
+
+    def _dimension(
+        self, parent: ET.Element, tag: str, dim: Dimension, extra: dict[str, Any]
+    ) -> ET.Element:
+        el = ET.SubElement(parent, _q("gating", tag))
+        comp = self.comp_ids.get(dim.compensation, dim.compensation)
+        el.set(_q("gating", "compensation-ref"), comp)
+        if dim.transform:
+            el.set(_q("gating", "transformation-ref"), self.transform_ids[dim.transform])
+        for k, v in extra.items():
+            if v is not None:
+                el.set(_q("gating", k), _number(v))
+        if dim.ratio:
+            ET.SubElement(el, _q("data-type", "new-dimension")).set(
+                _q("data-type", "transformation-ref"), self.transform_ids[dim.name]
+            )
+        else:
+            ET.SubElement(el, _q("data-type", "fcs-dimension")).set(
+                _q("data-type", "name"), dim.name
+            )
+        return el
+
+    def _gate(self, root: ET.Element, pop: Population) -> None:
+        gate = pop.gate
+        if isinstance(gate, RectangleGate):
+            el = ET.SubElement(root, _q("gating", "RectangleGate"))
+            for d, lo, hi in zip(gate.dimensions, gate.mins, gate.maxs):
+                self._dimension(el, "dimension", d, {"min": lo, "max": hi})
+        elif isinstance(gate, PolygonGate):
+            el = ET.SubElement(root, _q("gating", "PolygonGate"))
+            for d in gate.dimensions:
+                self._dimension(el, "dimension", d, {})
+            for vx in gate.vertices:
+                v = ET.SubElement(el, _q("gating", "vertex"))
+                for c in vx:
+                    ET.SubElement(v, _q("gating", "coordinate")).set(
+                        _q("data-type", "value"), _number(c)
+                    )
+        elif isinstance(gate, EllipsoidGate):
+            el = ET.SubElement(root, _q("gating", "EllipsoidGate"))
+            for d in gate.dimensions:
+                self._dimension(el, "dimension", d, {})
+            mean = ET.SubElement(el, _q("gating", "mean"))
+            for c in gate.mean:
+                ET.SubElement(mean, _q("gating", "coordinate")).set(
+                    _q("data-type", "value"), _number(c)
+                )
+            cov = ET.SubElement(el, _q("gating", "covarianceMatrix"))
+            for row in gate.covariance:
+                r = ET.SubElement(cov, _q("gating", "row"))
+                for c in row:
+                    ET.SubElement(r, _q("gating", "entry")).set(
+                        _q("data-type", "value"), _number(c)
+                    )
+            ET.SubElement(el, _q("gating", "distanceSquare")).set(
+                _q("data-type", "value"), _number(gate.distance_square)
+            )
+        elif isinstance(gate, BooleanGate):
+            el = ET.SubElement(root, _q("gating", "BooleanGate"))
+            op = ET.SubElement(el, _q("gating", gate.op))
+            for ref, comp in gate.operands:
+                r = ET.SubElement(op, _q("gating", "gateReference"))
+                r.set(_q("gating", "ref"), self.gate_ids[ref])
+                if comp:
+                    r.set(_q("gating", "use-as-complement"), "true")
+        else:
+            raise StrategyError(
+                f"population {pop.name!r}: {type(gate).__name__} has no Gating-ML form (custom "
+                "and data-driven gates can be exported once applied: "
+                "strategy.apply(sample).frozen().to_gatingml(path))"
+            )
+        self._named(el, pop.name, self.gate_ids[pop.name], _q("gating", "id"))
+        if pop.label is not None and pop.label != pop.name:
+            el.set(_C + "label", pop.label)
+        if pop.parent is not None:
+            el.set(_q("gating", "parent_id"), self.gate_ids[pop.parent])
+
+
+def write_gatingml(strategy: Strategy, path: str | os.PathLike) -> dict[str, str]:
+    """Write ``strategy`` as Gating-ML 2.0 (quadrants become one rectangle per quadrant); returns
+    population name -> gate id (the names themselves where they are valid XML ids; other names
+    get one, and :func:`read_gatingml` restores them from ``cytowhim:name``)."""
     for prefix, uri in NS.items():
         ET.register_namespace(prefix, uri)
-    root = ET.Element(_q("gating", "Gating-ML"))
-    for comp in strategy.compensations.values():
-        m = ET.SubElement(root, _q("transforms", "spectrumMatrix"))
-        m.set(_q("transforms", "id"), comp.id)
-        for group, names in (("fluorochromes", comp.fluorochromes), ("detectors", comp.detectors)):
-            g = ET.SubElement(m, _q("transforms", group))
-            for n in names:
-                ET.SubElement(g, _q("data-type", "fcs-dimension")).set(_q("data-type", "name"), n)
-        for row in comp.matrix:
-            s = ET.SubElement(m, _q("transforms", "spectrum"))
-            for v in row:
-                ET.SubElement(s, _q("transforms", "coefficient")).set(
-                    _q("transforms", "value"), repr(float(v))
-                )
-    tags = {cls: tag for tag, (cls, _) in _TRANSFORM_TAGS.items()}
-    for ident, tr in strategy.transforms.items():
-        t = ET.SubElement(root, _q("transforms", "transformation"))
-        t.set(_q("transforms", "id"), ident)
-        if isinstance(tr, Ratio):
-            r = ET.SubElement(t, _q("transforms", "fratio"))
-            for n, v in tr.params().items():
-                r.set(_q("transforms", n), repr(float(v)))
-            for n in (tr.numerator, tr.denominator):
-                ET.SubElement(r, _q("data-type", "fcs-dimension")).set(_q("data-type", "name"), n)
-        else:
-            tag = tags.get(type(tr))
-            if tag is None:
-                raise StrategyError(
-                    f"transform {ident!r} ({type(tr).__name__}) has no Gating-ML form"
-                )
-            x = ET.SubElement(t, _q("transforms", tag))
-            for n, v in tr.params().items():
-                x.set(_q("transforms", n), repr(float(v)))
-    for pop in strategy.populations:
-        _gate_element(root, pop)
+    ET.register_namespace("cytowhim", CYTOWHIM_NS)
+    writer = _Writer(strategy)
+    root = writer.document()
     ET.indent(root)
     ET.ElementTree(root).write(os.fspath(path), encoding="UTF-8", xml_declaration=True)
-
-
-def _gate_element(root: ET.Element, pop: Population) -> None:
-    gate = pop.gate
-    if isinstance(gate, RectangleGate):
-        el = ET.SubElement(root, _q("gating", "RectangleGate"))
-        for d, lo, hi in zip(gate.dimensions, gate.mins, gate.maxs):
-            _dim_element(el, "dimension", d, {"min": lo, "max": hi})
-    elif isinstance(gate, PolygonGate):
-        el = ET.SubElement(root, _q("gating", "PolygonGate"))
-        for d in gate.dimensions:
-            _dim_element(el, "dimension", d, {})
-        for vx in gate.vertices:
-            v = ET.SubElement(el, _q("gating", "vertex"))
-            for c in vx:
-                ET.SubElement(v, _q("gating", "coordinate")).set(_q("data-type", "value"), repr(c))
-    elif isinstance(gate, EllipsoidGate):
-        el = ET.SubElement(root, _q("gating", "EllipsoidGate"))
-        for d in gate.dimensions:
-            _dim_element(el, "dimension", d, {})
-        mean = ET.SubElement(el, _q("gating", "mean"))
-        for c in gate.mean:
-            ET.SubElement(mean, _q("gating", "coordinate")).set(_q("data-type", "value"), repr(c))
-        cov = ET.SubElement(el, _q("gating", "covarianceMatrix"))
-        for row in gate.covariance:
-            r = ET.SubElement(cov, _q("gating", "row"))
-            for c in row:
-                ET.SubElement(r, _q("gating", "entry")).set(_q("data-type", "value"), repr(c))
-        ET.SubElement(el, _q("gating", "distanceSquare")).set(
-            _q("data-type", "value"), repr(gate.distance_square)
-        )
-    elif isinstance(gate, BooleanGate):
-        el = ET.SubElement(root, _q("gating", "BooleanGate"))
-        op = ET.SubElement(el, _q("gating", gate.op))
-        for ref, comp in gate.operands:
-            r = ET.SubElement(op, _q("gating", "gateReference"))
-            r.set(_q("gating", "ref"), ref)
-            if comp:
-                r.set(_q("gating", "use-as-complement"), "true")
-    else:
-        raise StrategyError(
-            f"population {pop.name!r}: {type(gate).__name__} has no Gating-ML form (custom and "
-            "data-driven gates can be exported once applied: use the geometry of a result)"
-        )
-    el.set(_q("gating", "id"), pop.name)
-    if pop.parent is not None:
-        el.set(_q("gating", "parent_id"), pop.parent)
+    return dict(writer.gate_ids)

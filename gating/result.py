@@ -36,6 +36,12 @@ class GatingResult:
         return [] if self.evaluator is None else list(self.evaluator.notes)
 
     @property
+    def resolved(self) -> dict[str, str]:
+        """Each name the gates use (marker or channel) -> the channel ($PnN) of the sample it
+        was read from, e.g. {'CD3': '670/30Violet-A'} for a file labelling it 'BV785 - CD3'."""
+        return {} if self.evaluator is None else dict(self.evaluator.resolved)
+
+    @property
     def pinned(self) -> dict[str, str]:
         """Population name -> reason, for gates a reviewer pinned for this sample."""
         return dict(self.strategy.pins)
@@ -134,3 +140,19 @@ class GatingResult:
             if p.name in self.strategy.pins:
                 out[self.strategy.path(p.name)]["pinned"] = self.strategy.pins[p.name]
         return out
+
+    def frozen(self, embed_spillover: bool = True) -> Strategy:
+        """The gates as applied to this sample, as a :class:`Strategy` of fixed gates: the same
+        populations, parents, transforms and compensation, each data-driven gate replaced by the
+        geometry it took here (threshold, quantile and tail gates: ranges; automatic quadrants:
+        rectangles; singlets: a polygon). A scatter-mixture cluster has no exact fixed form: it
+        becomes a polygon tracing its boundary, checked against the cluster on this sample's
+        events (``frozen().notes`` says by how many events they differ, usually none).
+
+        Dimensions name the sample's channels ($PnN); the file's spillover matrix is embedded as
+        compensation ``'spillover'`` (``embed_spillover=False`` keeps ``'FCS'``). Applying the
+        result to the same sample gives the same counts; ``frozen().to_gatingml(path)`` and
+        ``frozen().to_flowjo(path, sample)`` export it."""
+        from .freeze import freeze
+
+        return freeze(self, embed_spillover=embed_spillover)

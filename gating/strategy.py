@@ -58,11 +58,15 @@ class Strategy:
         name: str = "",
         source: str | None = None,
         pins: Mapping[str, str] | None = None,
+        notes: Iterable[str] = (),
     ):
         self.name = name
         self.source = source
         #: population name -> why its gate was pinned for this sample (see :meth:`pin`)
         self.pins: dict[str, str] = dict(pins or {})
+        #: what a reader should know about these gates, e.g. that a frozen gate approximates the
+        #: region it replaces (see :meth:`GatingResult.frozen`)
+        self.notes: list[str] = list(notes)
         self.transforms: dict[str, Transform | Ratio] = dict(transforms or {})
         self.compensations: dict[str, Compensation] = dict(compensations or {})
         pops = list(populations)
@@ -172,12 +176,21 @@ class Strategy:
 
     # --- use -----------------------------------------------------------------------------------
 
-    def apply(self, sample: Any) -> GatingResult:
+    def apply(
+        self, sample: Any, markers: Mapping[str, str] | str | os.PathLike | None = None
+    ) -> GatingResult:
         """Gate ``sample`` (anything with ``events``, ``channels``, ``markers`` and ``spillover``,
-        e.g. a :class:`cytowhim.Sample`) and return the populations' memberships."""
-        from .engine import apply_strategy
+        e.g. a :class:`cytowhim.Sample`) and return the populations' memberships.
 
-        return apply_strategy(self, sample)
+        Marker names match the sample's labels as instruments write them (``CD3`` finds
+        ``BV785 - CD3``, ``CD3 FITC``; see :mod:`gating.markers`); ``markers`` maps the
+        strategy's names to the sample's marker or channel names where they differ
+        (``{'CD8': 'CD8a'}``), or is a YAML file of such lines. ``result.resolved`` tells which
+        channel each name was read from."""
+        from .engine import apply_strategy
+        from .markers import as_markers
+
+        return apply_strategy(self, sample, as_markers(markers))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Strategy:
@@ -199,11 +212,21 @@ class Strategy:
 
         dump_yaml(self, path)
 
-    def to_gatingml(self, path: str | os.PathLike) -> None:
-        """Write the strategy as a Gating-ML 2.0 document."""
+    def to_gatingml(self, path: str | os.PathLike) -> dict[str, str]:
+        """Write the strategy as a Gating-ML 2.0 document; returns population name -> gate id
+        (names that are not valid XML ids get one; :meth:`from_gatingml` restores the names).
+        Data-driven gates have no Gating-ML form: export ``strategy.apply(sample).frozen()``."""
         from .gatingml import write_gatingml
 
-        write_gatingml(self, path)
+        return write_gatingml(self, path)
+
+    def to_flowjo(self, path: str | os.PathLike, sample: Any) -> None:
+        """Write a FlowJo 10 workspace (``.wsp``) holding ``sample`` (its FCS file, spillover and
+        keywords) with this strategy's gates, e.g. ``result.frozen().to_flowjo(path, sample)``;
+        see :func:`gating.flowjo_export.write_flowjo`."""
+        from .flowjo_export import write_flowjo
+
+        write_flowjo(self, path, sample)
 
     @classmethod
     def from_flowjo(cls, path: str | os.PathLike, sample: str) -> Strategy:
@@ -221,12 +244,16 @@ class Strategy:
             for p in self.populations
         ]
         pins = {**self.pins, **{n: reason for n, (_, reason) in names.items()}}
-        return Strategy(pops, self.transforms, self.compensations, self.name, self.source, pins)
+        return Strategy(
+            pops, self.transforms, self.compensations, self.name, self.source, pins, self.notes
+        )
 
     def with_compensation(self, compensation: Compensation) -> Strategy:
         """A copy with another compensation matrix under the same id."""
         comps = {**self.compensations, compensation.id: compensation}
-        return Strategy(self.populations, self.transforms, comps, self.name, self.source, self.pins)
+        return Strategy(
+            self.populations, self.transforms, comps, self.name, self.source, self.pins, self.notes
+        )
 
     def __repr__(self) -> str:
         src = f" from {self.source}" if self.source else ""

@@ -1,0 +1,152 @@
+"""The gates and scales of FlowJo workspaces, as the engine evaluates them: FlowJo's outside gates
+(``eventsInside="0"``), polygons on FlowJo's 256 x 256 display grid, and where FlowJo's display
+scales stop (events beyond a biex, log or table scale sit on the axis)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .gates import (
+    Dimension,
+    Gate,
+    PolygonGate,
+)
+from .transforms import (
+    FlowJoBiex,
+    FlowJoLog,
+    TableTransform,
+    Transform,
+)
+
+# --- gates FlowJo needs beyond the geometric ones ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutsideGate(Gate):
+    """The events outside another gate (FlowJo's ``eventsInside="0"``, FlowJo 9's ``negated``)."""
+
+    kind: ClassVar[str] = "outside"
+    gate: Gate
+    dimensions: tuple[Dimension, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dimensions", self.gate.dimensions)
+
+    def contains(self, values: np.ndarray) -> np.ndarray:
+        return ~np.asarray(self.gate.contains(values), dtype=bool)
+
+    def geometry(self) -> dict[str, Any]:
+        return {"outside": type(self.gate).kind, **self.gate.geometry()}
+
+
+def _on_boundary(points: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+    """Which points lie on the polygon's outline (exact for the integer grid FlowJo uses)."""
+    on = np.zeros(points.shape[0], dtype=bool)
+    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
+    idx = np.flatnonzero(np.all((points >= lo) & (points <= hi), axis=1))
+    rel_all = points[idx]
+    hit = np.zeros(idx.size, dtype=bool)
+    for a, b in zip(vertices, np.roll(vertices, -1, axis=0)):
+        d = b - a
+        if not d.any():
+            continue
+        rel = rel_all - a
+        along = rel @ d
+        hit |= (rel[:, 0] * d[1] == rel[:, 1] * d[0]) & (along >= 0) & (along <= d @ d)
+    on[idx] = hit
+    return on
+
+
+@dataclass(frozen=True)
+class FlowJoPolygonGate(PolygonGate):
+    """A polygon evaluated as FlowJo does, on its display grid: events and vertices are rounded to
+    the nearest of ``resolution`` steps across each axis's display range (0..``tops[k]`` on the
+    dimension's scale); events on the rounded outline are inside. Events near an edge can thereby
+    fall the other way than on exact values, as they do in FlowJo."""
+
+    kind: ClassVar[str] = "flowjo_polygon"
+    tops: tuple[float, float] = (1.0, 1.0)
+    resolution: int = 256
+
+    def _grid(self, values: np.ndarray) -> np.ndarray:
+        return np.floor(values * (self.resolution / np.asarray(self.tops, dtype=np.float64)) + 0.5)
+
+    def contains(self, values: np.ndarray) -> np.ndarray:
+        verts = self._grid(np.asarray(self.vertices, dtype=np.float64))
+        points = self._grid(np.asarray(values, dtype=np.float64)[:, :2])
+        inside = PolygonGate(self.dimensions, tuple(map(tuple, verts))).contains(points)
+        return inside | _on_boundary(points, verts)
+
+    def geometry(self) -> dict[str, Any]:
+        return {**super().geometry(), "grid": [self.resolution, list(self.tops)]}
+
+
+# --- building a strategy --------------------------------------------------------------------------
+
+
+def _scale_ends(tr: Transform | None) -> tuple[float | None, float | None]:
+    """Where a scale stops: FlowJo draws events beyond the ends of its biex, log and calibration
+    table scales on the axis (None: the scale goes on)."""
+    if isinstance(tr, FlowJoBiex):
+        return 0.0, tr.channel_range
+    if isinstance(tr, TableTransform):
+        return tr.scaled[0], tr.scaled[-1]
+    if isinstance(tr, FlowJoLog):
+        return 0.0, None
+    return None, None
+
+
+def _display_top(tr: Transform | None) -> float | None:
+    """Top of FlowJo's display for a scale (its grid spans 0..top; None: no display scale)."""
+    if tr is None:
+        return None
+    top = _scale_ends(tr)[1]
+    return 1.0 if top is None else top
+
+
+def _scaled_bounds(
+    tr: Transform | None, lo: float | None, hi: float | None
+) -> tuple[float | None, float | None]:
+    """Range bounds on the display scale; a bound at or past the end of a scale that stops is
+    open, so that the events drawn on the axis there stay inside."""
+    y_lo, y_hi = (None if b is None else _scaled(tr, [b])[0] for b in (lo, hi))
+    end_lo, end_hi = _scale_ends(tr)
+    if y_lo is not None and end_lo is not None and y_lo <= end_lo:
+        y_lo = None
+    if y_hi is not None and end_hi is not None and y_hi >= end_hi:
+        y_hi = None
+    return y_lo, y_hi
+
+
+def _scaled(tr: Transform | None, values: Sequence[float]) -> list[float]:
+    if tr is None:
+        return [float(v) for v in values]
+    return [float(v) for v in tr.apply(np.asarray(values, dtype=np.float64))]
+
+
+def _grid_polygon(dims, trs, cols: list[list[float]], resolution: int) -> PolygonGate:
+    """FlowJo's polygon on its display grid (exact geometry where a dimension has no scale)."""
+    vertices = tuple(zip(*_scaled_columns(trs, cols)))
+    tops = [_display_top(tr) for tr in trs]
+    if None in tops or len(tops) != 2:
+        return PolygonGate(dims, vertices)
+    return FlowJoPolygonGate(dims, vertices, (tops[0], tops[1]), resolution)
+
+
+def _scaled_columns(trs, cols) -> list[list[float]]:
+    return [_scaled(tr, c) for tr, c in zip(trs, cols)]
+
+
+def _ellipse(
+    center: np.ndarray, major: np.ndarray, a: float, b: float, scale: np.ndarray
+) -> tuple[list[float], list[list[float]]]:
+    """Mean and covariance (distance 1) of an ellipse with semi-axes a (along unit ``major``) and
+    b, rescaled per axis by ``scale``."""
+    minor = np.array([-major[1], major[0]])
+    cov = a * a * np.outer(major, major) + b * b * np.outer(minor, minor)
+    cov = cov * np.outer(scale, scale)
+    return list(center * scale), cov.tolist()
