@@ -42,7 +42,7 @@ def run_demo(out: str | os.PathLike, seed: int = 0, progress: Callable[[str], No
     panels = Panels.load()
     result = run_manifest(specimens / "manifest.csv", panels=panels, progress=progress, out=out)
     write_run(result, out, manifest=specimens / "manifest.csv", panels=panels)
-    table = pd.read_csv(out / "populations.csv")
+    table = pd.read_csv(out / "populations.csv", encoding="utf-8-sig")
     comparison = compare_timepoints(table, "baseline", "peak", sources=panels.report)
     comparison.simulated = True
     comparison.write(out, "table1")

@@ -23,5 +23,10 @@ class FCSError(CytowhimError, ValueError):
         super().__init__(f"{where}: {problem}")
 
 
+class ExecutorError(CytowhimError, RuntimeError):
+    """The executor that gates the files cannot be used (``--executor dask``: not installed, the
+    scheduler unreachable or the cluster failing); one line naming the scheduler and what to do."""
+
+
 class FCSWarning(UserWarning):
     """An FCS file breaks the standard in a way cytowhim can read around (it says how)."""

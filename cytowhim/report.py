@@ -117,6 +117,8 @@ def load_run(run_dir: str | os.PathLike, manifest: str | os.PathLike | None = No
     }
     if strategies:
         panels = panels.with_strategies(strategies)
+    if isinstance(doc.get("markers"), dict):  # the run's --markers FILE
+        panels = panels.with_markers({str(k): str(v) for k, v in doc["markers"].items()})
     return RunFolder(
         folder=folder,
         table=_read_populations(populations),
@@ -151,7 +153,7 @@ def _resolve(folder: Path, value: Any) -> Path | None:
 def _read_populations(path: Path) -> pd.DataFrame:
     try:
         text = {k: str for k in (*_TEXT, *_OPTIONAL_TEXT)}
-        frame = pd.read_csv(path, dtype=text, keep_default_na=False)
+        frame = pd.read_csv(path, dtype=text, keep_default_na=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ReportError(f"{path}: cannot be read as CSV ({exc})") from None
     missing = [c for c in ("specimen", "tube", "population", "events") if c not in frame.columns]
@@ -168,7 +170,7 @@ def _read_populations(path: Path) -> pd.DataFrame:
 
 def _read_flags(path: Path) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (FileNotFoundError, pd.errors.EmptyDataError):
         frame = pd.DataFrame(columns=list(_FLAG_COLUMNS))
     if not set(_FLAG_COLUMNS) <= set(frame.columns):
@@ -180,7 +182,7 @@ def _read_errors(path: Path) -> list[str]:
     if not path.is_file():
         return []
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except pd.errors.EmptyDataError:
         return []
     column = "error" if "error" in frame.columns else frame.columns[0]
@@ -301,7 +303,7 @@ def _gate(path: str, tube: str, panels: Panels) -> tuple[Any, GatingResult]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # kept in result.notes
         sample = read_fcs(path)
-        return sample, strategy.apply(sample)
+        return sample, strategy.apply(sample, markers=panels.markers_for(tube))
 
 
 def _render_tube(

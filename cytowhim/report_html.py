@@ -342,8 +342,10 @@ def _specimens_html(tubes_frame: pd.DataFrame, tubes: list[_Tube]) -> str:
     parts.append(
         '<p class="legend">Each gate over its parent\'s events (pseudo-colour density, '
         "log colour scale; at most a subsample of the parent is drawn). Black outline: the gate "
-        "as applied to this file; red line: a threshold, shaded on the gated side; ellipses: "
-        "2-SD contours of the scatter clusters that make up the population.</p>"
+        "as applied to this file (for a scatter-cluster gate, the boundary of its fitted "
+        "clusters); red line: a threshold, shaded on the gated side. Scatter (FSC, SSC) on "
+        "linear axes, fluorescence on its transform (logicle, or log10 for a fitted "
+        "cluster gate).</p>"
     )
     by_specimen: dict[str, list[_Tube]] = {}
     for t in tubes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ GATE_FIGSIZE = (2.6, 2.4)  # inches; small, so a run of 18 tubes stays a few MB
 REFERENCE_FIGSIZE = (3.0, 2.5)
 DPI = 80
 BINS = 96  # per axis of the density plots
+GRID = 400  # per axis of the grid a fitted region's outline is traced on
 TABLE1_SOURCE = "Table 1, healthy adults"  # the bundled intervals, for folders that record none
 
 
@@ -86,11 +88,13 @@ class _Painter:
         values = np.column_stack([ev.values(d, idx) for d in gate.dimensions])
         finite = np.all(np.isfinite(values), axis=1)
         labels = [_axis_label(result, d) for d in gate.dimensions]
+        linear = [_is_scatter(result, d) for d in gate.dimensions]
         if not finite.any():
             ax.text(0.5, 0.5, "no events in the parent", ha="center", va="center", fontsize=7)
             ax.set_axis_off()
         else:
-            _draw_gate(ax, gate, values[finite], labels, result.mask(name)[idx][finite])
+            inside = result.mask(name)[idx][finite]
+            _draw_gate(ax, gate, values[finite], labels, inside, linear)
         return self._png()
 
     def reference_plot(
@@ -108,6 +112,21 @@ class _Painter:
         return self._png()
 
 
+SCATTER = re.compile(r"\s*(FSC|SSC)", re.IGNORECASE)
+
+
+def _is_scatter(result: GatingResult, dim: Any) -> bool:
+    """Whether a dimension is a scatter channel (FSC*, SSC*) without a transform: drawn on a
+    linear axis, as labs look at scatter (a fitted mixture's log10 scale included)."""
+    if dim.transform is not None:
+        return False
+    names = [dim.name]
+    resolved = getattr(result, "resolved", None)  # marker name -> channel, where resolved
+    if isinstance(resolved, dict) and dim.name in resolved:
+        names.append(str(resolved[dim.name]))
+    return any(SCATTER.match(str(n)) for n in names)
+
+
 def _axis_label(result: GatingResult, dim: Any) -> str:
     if dim.transform is None:
         return dim.name
@@ -115,18 +134,35 @@ def _axis_label(result: GatingResult, dim: Any) -> str:
     return f"{dim.name} ({type(tr).__name__.lower() if tr is not None else dim.transform})"
 
 
-def _draw_gate(ax, gate: Gate, values: np.ndarray, labels: list[str], inside: np.ndarray) -> None:
-    """Dispatch on the applied gate's type: range histogram, or density with the outline."""
+def _draw_gate(
+    ax,
+    gate: Gate,
+    values: np.ndarray,
+    labels: list[str],
+    inside: np.ndarray,
+    linear: list[bool] | None = None,
+) -> None:
+    """Dispatch on the applied gate's type: range histogram, or density with the outline.
+    ``linear``: per dimension, whether it is a scatter channel (see :func:`_is_scatter`)."""
     from gating.adaptive import MixtureRegion
     from gating.gates import EllipsoidGate, PolygonGate, RectangleGate
 
-    if isinstance(gate, MixtureRegion):
-        logs = np.log10(np.clip(values[:, :2], 1.0, None))
-        _density(ax, logs, [f"{lab} (log10)" for lab in labels[:2]])
-        for j in gate.chosen:
-            mean = np.asarray(gate.means[j])[:2]
-            cov = np.asarray(gate.covariances[j])[:2, :2]
-            _outline(ax, _ellipse(mean, cov, 2.0))
+    if isinstance(gate, MixtureRegion) and values.shape[1] >= 2:
+        linear2 = tuple(bool(v) for v in (linear or [False, False])[:2])
+        plotted = _mixture_coordinates(values[:, :2], linear2)
+        names = [lab if lin else f"{lab} (log10)" for lab, lin in zip(labels[:2], linear2)]
+        if values.shape[1] == 2:
+            # traced over a wide view first, so that the view can take in the region
+            wide = tuple(_limits(plotted[:, k], spread=1.0) for k in range(2))
+            lines = _region_outline(gate, wide, linear2)
+            extent = np.concatenate(lines) if lines else None
+            lim = _density(ax, plotted, names, extent)
+            for line in _region_outline(gate, lim, linear2):
+                _outline(ax, line)
+        else:  # a region in more than two dimensions has no outline here: its events
+            _density(ax, plotted, names)
+            pts = plotted[inside]
+            ax.plot(pts[:, 0], pts[:, 1], ",", color="black", alpha=0.6)
     elif values.shape[1] == 1:
         if isinstance(gate, RectangleGate):
             _range(ax, values[:, 0], labels[0], gate.mins[0], gate.maxs[0])
@@ -169,10 +205,15 @@ def _gate_extent(gate: Gate) -> np.ndarray | None:
     return None
 
 
-def _limits(x: np.ndarray, extra: np.ndarray | None = None) -> tuple[float, float]:
-    """A robust view of x (0.1-99.9 %), widened to the gate's points when they are near."""
+def _limits(
+    x: np.ndarray, extra: np.ndarray | None = None, spread: float = 0.0
+) -> tuple[float, float]:
+    """A robust view of x (0.1-99.9 %), widened to the gate's points when they are near
+    (``spread``: widened by that many spans on each side, for a first look)."""
     lo, hi = (float(v) for v in np.quantile(x, [0.001, 0.999]))
     span = hi - lo or max(abs(hi), 1.0)
+    if spread:
+        return lo - spread * span, hi + spread * span
     if extra is not None and extra.size:
         e = extra[np.isfinite(extra)]
         e = e[(e >= lo - span) & (e <= hi + span)]
@@ -238,6 +279,39 @@ def _range(
     _compact_ticks(ax)
 
 
+def _mixture_coordinates(values: np.ndarray, linear: tuple[bool, bool]) -> np.ndarray:
+    """A mixture region's two dimensions as plotted: scatter channels as they are (linear
+    axes), others on the region's own scale, log10 of values clipped at 1."""
+    out = np.asarray(values, dtype=np.float64).copy()
+    for k, lin in enumerate(linear):
+        if not lin:
+            out[:, k] = np.log10(np.clip(out[:, k], 1.0, None))
+    return out
+
+
+def _region_outline(
+    gate: Any, lim: tuple[tuple[float, float], tuple[float, float]], linear: tuple[bool, bool]
+) -> list[np.ndarray]:
+    """The boundary of a 2-D mixture region within the view ``lim``, in plot coordinates (see
+    :func:`_mixture_coordinates`): the region's own test on a fine grid of the view, mapped to
+    values (10**u on log10 axes), contoured. It is the region the gate applies (the chosen
+    clusters within ``max_distance2``, cut where another cluster is more probable), whatever
+    the axes."""
+    import contourpy
+
+    (x0, x1), (y0, y1) = lim
+    xs = np.linspace(x0, x1, GRID + 1)
+    ys = np.linspace(y0, y1, GRID + 1)
+    gx, gy = np.meshgrid(xs, ys)
+    grid = np.column_stack([gx.ravel(), gy.ravel()])
+    for k, lin in enumerate(linear):
+        if not lin:
+            grid[:, k] = np.power(10.0, grid[:, k])
+    inside = gate.contains(grid).reshape(gx.shape).astype(np.float64)
+    lines = contourpy.contour_generator(xs, ys, inside).lines(0.5)
+    return [np.asarray(line, dtype=np.float64) for line in lines if len(line) > 1]
+
+
 def _outline(ax, pts: np.ndarray) -> None:
     ax.plot(pts[:, 0], pts[:, 1], color="black", linewidth=1.3, solid_joinstyle="miter")
 
@@ -263,14 +337,14 @@ def _ellipse(mean: np.ndarray, cov: np.ndarray, radius: float, n: int = 90) -> n
 
 
 def _compact_ticks(ax) -> None:
-    """Tick labels like 50k for scatter channels (values up to 262144)."""
+    """Tick labels like 50K, 100K for scatter channels (values up to 262144)."""
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     def fmt(v: float, _pos: Any) -> str:
-        return f"{v / 1000:g}k" if abs(v) >= 10_000 else f"{v:g}"
+        return f"{v / 1000:g}K" if abs(v) >= 10_000 else f"{v:g}"
 
     for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_locator(MaxNLocator(4))
+        axis.set_major_locator(MaxNLocator(4, steps=[1, 2, 2.5, 5, 10]))
         axis.set_major_formatter(FuncFormatter(fmt))
 
 

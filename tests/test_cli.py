@@ -34,6 +34,12 @@ def test_inspect_json(capsys):
     assert [p["channel"] for p in ds["parameters"]][:2] == ["FSC-H", "SSC-H"]
     assert info[1]["data_sets"][1]["events"] == 18110
     assert any("289761" in w for w in info[1]["warnings"])  # off-by-one DATA end, reported
+    # numbers are numbers, not strings
+    assert [p["range"] for p in ds["parameters"]][:2] == [1024, 1024]
+    assert all(
+        isinstance(p["bits"], int) for i in info for d in i["data_sets"] for p in d["parameters"]
+    )
+    assert isinstance(ds["data_offsets"][0], int) and info[0]["readable"] is True
 
 
 def test_inspect_spillover_listed(capsys):
@@ -54,6 +60,93 @@ def test_broken_file_is_named_and_others_still_inspected(capsys, tmp_path):
     assert str(CORRUPT) in err[0] and "not an FCS file" in err[0]
     assert str(truncated) in err[1] and "truncated" in err[1]
     assert "nope.fcs" in err[2]
+
+
+def _truncated(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(DATA1.read_bytes()[:5000])  # HEADER and TEXT whole, DATA cut short
+    return path
+
+
+def test_inspect_truncated_file_shows_its_keywords_with_a_warning(capsys, tmp_path):
+    cut = _truncated(tmp_path / "cut.fcs")
+    assert main(["inspect", str(cut)]) == 1
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
+    assert out[0] == str(cut)
+    assert out[1].startswith("  warning: the events cannot be read") and "truncated" in out[1]
+    assert "FACSCalibur" in captured.out and "13,367" in captured.out  # from TEXT ($CYT, $TOT)
+    assert "CD4 FITC" in captured.out and "bytes unknown" in captured.out
+    assert str(cut) in captured.err and "truncated" in captured.err
+
+
+def test_inspect_folder_is_a_table_with_a_summary(capsys):
+    folder = CORPUS / "fcs/flowio"
+    assert main(["inspect", str(folder)]) == 0  # warnings alone leave exit status 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == [
+        "file",
+        "version",
+        "instrument",
+        "events",
+        "parameters",
+        "spillover",
+        "problems",
+    ]
+    names = sorted(p.name for p in folder.iterdir() if p.suffix in (".fcs", ".lmd"))
+    rows = lines[1 : 1 + len(names)]
+    assert [r.split("  ")[0].strip() for r in rows] == names  # one line per file, truth/ skipped
+    assert lines[len(names) + 1] == ""
+    assert lines[-1].startswith(f"{len(names)} files, {len(names)} readable, ")
+    data1 = next(r for r in rows if r.startswith("data1.fcs"))
+    assert data1.split()[:6] == ["data1.fcs", "FCS2.0", "FACSCalibur", "13,367", "8", "no"]
+    assert "warning: TEXT has empty values" in data1
+    b01 = next(r for r in rows if r.startswith("B01 KC-A-W---91-US.fcs"))
+    assert "BD Accuri C6 Plus" in b01 and b01.split()[-1] == "yes"
+    assert "36,220 (2 sets)" in next(r for r in rows if r.startswith("coulter.lmd"))
+
+
+def test_inspect_folder_walks_subfolders_and_finds_files_by_content(capsys, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "tube1.FCS").write_bytes(DATA1.read_bytes())
+    (tmp_path / "a" / "tube2").write_bytes(DATA1.read_bytes())  # no extension: the 'FCS' magic
+    (tmp_path / "a" / "._tube1.FCS").write_bytes(b"\x00\x05\x16\x07")  # macOS copy: hidden
+    (tmp_path / "a" / "notes.txt").write_text("FCS files of the day\n")
+    (tmp_path / "a" / "manifest.csv").write_text("file\ntube1.FCS\n")
+    _truncated(tmp_path / "b" / "c" / "cut.fcs")
+    code = main(["inspect", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 1 and captured.err == ""  # the table says it all
+    lines = captured.out.strip().splitlines()
+    rows = lines[1:-2]
+    assert [r.split()[0] for r in rows] == ["a/tube1.FCS", "a/tube2", "b/c/cut.fcs"]
+    cut = rows[2]
+    assert cut.split()[1:4] == ["FCS2.0", "FACSCalibur", "13,367"]  # its keywords
+    assert "unreadable: " in cut and "truncated" in cut
+    assert lines[-1] == "3 files, 2 readable, 3 with problems (1 unreadable, 2 with warnings)"
+
+    assert main(["inspect", "--json", str(tmp_path)]) == 1
+    info = json.loads(capsys.readouterr().out)
+    assert [i["readable"] for i in info] == [True, True, False]
+    assert info[2]["problems"] and "truncated" in info[2]["problems"][0]
+    ds = info[2]["data_sets"][0]
+    assert ds["events"] == 13367 and ds["parameters"][2]["marker"] == "CD4 FITC"
+    assert ds["parameters"][0]["range"] == 1024 and ds["data_offsets"] is None
+
+
+def test_inspect_json_lists_files_that_cannot_be_read(capsys, tmp_path):
+    code = main(["inspect", "--json", str(CORRUPT), str(DATA1)])
+    captured = capsys.readouterr()
+    assert code == 1 and str(CORRUPT) in captured.err
+    info = json.loads(captured.out)
+    assert [i["readable"] for i in info] == [False, True]
+    assert info[0]["data_sets"] == [] and "not an FCS file" in info[0]["problems"][0]
+
+
+def test_inspect_empty_folder(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("nothing here")
+    assert main(["inspect", str(tmp_path)]) == 1
+    assert "no FCS files" in capsys.readouterr().err
 
 
 def test_inspect_bundled_example(capsys):

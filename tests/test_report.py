@@ -214,6 +214,65 @@ def test_every_gate_kind_is_drawn():
     assert "boolean gate: box and not poly" in card
 
 
+def test_scatter_on_linear_axes_with_the_fitted_regions_outline():
+    """FSC/SSC on linear axes (50K, 100K), other dimensions of a fitted mixture region on its
+    log10 scale; the outline drawn is the region the gate applies, on those axes."""
+    import numpy as np
+    from matplotlib.path import Path as MplPath
+
+    from cytowhim.report_plots import _mixture_coordinates, _Painter
+    from cytowhim.sample import Sample
+    from gating import Population, Strategy
+    from gating.adaptive import MixtureRegion, ScatterClusterGate
+    from gating.gates import Dimension
+
+    rng = np.random.default_rng(7)
+    centres = np.array(
+        [[60_000, 10_000, 20_000], [100_000, 40_000, 8_000], [120_000, 130_000, 3_000]]
+    )
+    events = np.concatenate([rng.normal(c, c * 0.08, (1500, 3)) for c in centres])
+    sample = Sample(
+        events=events.astype(np.float32), channels=["FSC-A", "SSC-A", "CD45"], markers=["", "", ""]
+    )
+    fsc, ssc, cd45 = Dimension("FSC-A"), Dimension("SSC-A"), Dimension("CD45")
+    scatter = tuple(map(tuple, centres[:, :2]))
+    bright = tuple(map(tuple, centres[:, [2, 1]]))
+    strategy = Strategy(
+        [
+            Population("lymphs", ScatterClusterGate((fsc, ssc), scatter, components=3)),
+            Population("cd45 lymphs", ScatterClusterGate((cd45, ssc), bright, components=3)),
+        ]
+    )
+    result = strategy.apply(sample)
+    painter, every = _Painter(), np.arange(result.n_events)
+    for name, linear, columns in (
+        ("lymphs", (True, True), [0, 1]),
+        ("cd45 lymphs", (False, True), [2, 1]),
+    ):
+        gate = result.gates[name]
+        assert isinstance(gate, MixtureRegion)
+        painter.gate_plot(result, name, every, name, "")
+        ax = painter.fig.axes[0]
+        xlabel, ylabel = ax.get_xlabel(), ax.get_ylabel()
+        assert ylabel == "SSC-A" and ax.get_ylim()[1] > 100_000  # values, not log10 (about 5)
+        assert any(t.get_text().endswith("K") for t in ax.get_yticklabels())
+        if linear[0]:
+            assert xlabel == "FSC-A" and ax.get_xlim()[1] > 100_000
+        else:
+            assert xlabel == "CD45 (log10)" and 3 < ax.get_xlim()[1] < 5
+        # the drawn outline, on these axes, takes the events the region takes
+        values = events[:, columns]
+        plotted = _mixture_coordinates(values, linear)
+        loops = [line.get_xydata() for line in ax.lines]
+        assert loops and all(np.allclose(loop[0], loop[-1]) for loop in loops)
+        drawn = np.zeros(len(values), dtype=bool)
+        for loop in loops:
+            drawn ^= MplPath(loop).contains_points(plotted)
+        exact = gate.contains(values)
+        assert exact.sum() > 1000
+        assert np.count_nonzero(drawn != exact) <= 0.002 * len(values)
+
+
 def test_table1_and_reference_plots(report, page):
     text = report[1]
     table1 = text.split('id="table1"', 1)[1].split("</section>", 1)[0]
