@@ -129,11 +129,14 @@ class Comparison:
     loq_per_uL: float = 1.0  # means below print as '<1' in the Markdown and HTML tables
 
     def to_csv(self, path: str | os.PathLike) -> Path:
-        """Write the table as CSV, :data:`CSV_LEADING` columns first; returns the path."""
+        """Write the table as CSV (UTF-8 with a byte-order mark, for Excel),
+        :data:`CSV_LEADING` columns first; returns the path."""
         rest = [c for c in self.table.columns if c not in CSV_LEADING]
         frame = self.table[[*CSV_LEADING, *rest]]
         return _write_text(
-            path, frame.to_csv(index=False, float_format="%.6g", lineterminator="\n")
+            path,
+            frame.to_csv(index=False, float_format="%.6g", lineterminator="\n"),
+            encoding="utf-8-sig",
         )
 
     def to_markdown(self) -> str:
@@ -228,7 +231,7 @@ def compare_timepoints(
         pairs, gaps, limits = _paired_values(sub, patients, (baseline, peak), has)
         for gap in gaps:
             lacking.setdefault(gap, []).append(pop)
-        if not _has_interval(limits):
+        if not _has_interval(limits) and not _any_interval(sub):
             no_interval.append(pop)
         rows.append(_row(pop, tubes[pop], pairs, limits))
     if no_interval:
@@ -294,7 +297,9 @@ def compare_folder(
             path, f"not found{where}; write it with `cytowhim run MANIFEST --out {folder}`"
         )
     try:
-        table = pd.read_csv(path, dtype={k: str for k in _TEXT_KEYS}, keep_default_na=False)
+        table = pd.read_csv(
+            path, dtype={k: str for k in _TEXT_KEYS}, keep_default_na=False, encoding="utf-8-sig"
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise PopulationTableError(path, f"cannot be read as CSV ({exc})") from None
     _check_columns(table, path)
@@ -372,15 +377,22 @@ def _normalise(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     frame["absolute_per_uL"] = counts.astype(float)
     frame["qc"] = _text(table["qc"]) if "qc" in table.columns else ""
     frame["qc_status"] = _text(table["qc_status"]) if "qc_status" in table.columns else ""
+    frame["base"] = _text(table["base"]).map(ascii_name) if "base" in table.columns else ""
     frame["age"] = (
         pd.to_numeric(table["age"], errors="coerce").astype(float) if "age" in table else math.nan
     )
     frame["sex"] = _text(table["sex"]) if "sex" in table.columns else ""
     frame["population"] = frame["population"].map(ascii_name)
+    frame["base_fails"] = _base_fails(frame)
     if "reference_low" in table.columns and "reference_high" in table.columns:
         for side in ("reference_low", "reference_high"):
             frame[side] = pd.to_numeric(table[side], errors="coerce").astype(float)
     notes = []
+    if "qc" not in table.columns and "qc_status" not in table.columns:
+        notes.append(
+            "The table has no qc or qc_status column: counts whose QC failed could not be "
+            "held back (write it with a current `cytowhim run`)."
+        )
     unlabelled = (frame["patient"] == "") | (frame["timepoint"] == "")
     if unlabelled.any():
         notes.append(f"{int(unlabelled.sum())} row(s) without patient or timepoint were ignored.")
@@ -409,7 +421,7 @@ def _choose_populations(
         named = ", ".join(others[:8]) + (", …" if len(others) > 8 else "")
         notes.append(
             f"{len(others)} population(s) in the table but not in Table 1 are not compared "
-            f"({named}; pass populations= to include them)."
+            f"({named})."
         )
     return chosen
 
@@ -457,17 +469,33 @@ def _natural(text: str) -> tuple:
 
 
 def _held(used: pd.DataFrame) -> dict[tuple[str, str, str], str]:
-    """(patient, timepoint, population) -> the failed checks of counts held back by QC."""
+    """(patient, timepoint, population) -> the failed checks of counts held back by QC: the
+    row's own ('fail' in ``qc_status`` or in its ``qc`` text) and its base row's in the same tube
+    (a failed lymphosum on the lymphocytes holds back every count made against them)."""
     out: dict[tuple[str, str, str], str] = {}
     for rec in used.itertuples():
-        status = str(getattr(rec, "qc_status", "") or "")
-        text = str(rec.qc)
-        failed = re.findall(r"\bfail ([\w-]+)", text)
-        if status == "fail" or failed:
+        failed = list(dict.fromkeys(_FAIL.findall(str(rec.qc))))
+        failed += [f"{rule} on {rec.base}" for rule in rec.base_fails if rule not in failed]
+        if str(rec.qc_status) == "fail" or failed:
             out[(rec.patient, rec.timepoint, rec.population)] = (
-                ", ".join(dict.fromkeys(failed)) or "fail inherited from its base"
+                ", ".join(failed) or "failed QC of its base"
             )
     return out
+
+
+_FAIL = re.compile(r"\bfail ([\w-]+)")
+
+
+def _base_fails(frame: pd.DataFrame) -> list[list[str]]:
+    """Per row, the failed QC rules recorded on its base population's row in the same tube."""
+    fails = {
+        (s, t, p): _FAIL.findall(q)
+        for s, t, p, q in zip(frame["specimen"], frame["tube"], frame["population"], frame["qc"])
+    }
+    return [
+        fails.get((s, t, b), []) if b and b != p else []
+        for s, t, p, b in zip(frame["specimen"], frame["tube"], frame["population"], frame["base"])
+    ]
 
 
 def _row_intervals(
@@ -499,7 +527,8 @@ def _row_intervals(
         if interval is not None:
             lows[i], highs[i] = interval
     if banded:
-        notes.append(f"Reference intervals: {reference!r}, each patient's own age and sex band.")
+        origin = getattr(reference, "source", None) or "the lab's reference table"
+        notes.append(f"Reference intervals: {origin}, each patient's own age and sex band.")
     return lows, highs
 
 
@@ -511,6 +540,11 @@ def _shared_interval(limits: np.ndarray) -> tuple[float, float] | None:
         return None
     same = (flat == flat[0]) | (np.isnan(flat) & np.isnan(flat[0]))
     return (float(flat[0, 0]), float(flat[0, 1])) if np.all(same) else None
+
+
+def _any_interval(rows: pd.DataFrame) -> bool:
+    """Whether any row of a population (held back or not) has a reference interval."""
+    return bool(rows["reference_low"].notna().any() or rows["reference_high"].notna().any())
 
 
 def _has_interval(limits: np.ndarray) -> bool:
@@ -609,13 +643,15 @@ def _paired_p(before: np.ndarray, after: np.ndarray) -> float:
 
 
 def _position(values: np.ndarray, limits: np.ndarray) -> list:
-    """[below, within, above] of values judged each by its own (low, high); NA without any."""
+    """[below, within, above] of values judged each by its own (low, high), counting only the
+    values that have an interval; NA without any."""
     if not _has_interval(limits):
         return [pd.NA] * 3
     low, high = limits[:, 0], limits[:, 1]
-    below = int(np.sum(~np.isnan(low) & (values < low)))
-    above = int(np.sum(~np.isnan(high) & (values > high)))
-    return [below, len(values) - below - above, above]
+    judged = ~(np.isnan(low) & np.isnan(high))
+    below = int(np.sum(judged & ~np.isnan(low) & (values < low)))
+    above = int(np.sum(judged & ~np.isnan(high) & (values > high)))
+    return [below, int(judged.sum()) - below - above, above]
 
 
 def _row(population: str, tube: str, pairs: np.ndarray, limits: np.ndarray) -> list:
@@ -647,10 +683,10 @@ def _row(population: str, tube: str, pairs: np.ndarray, limits: np.ndarray) -> l
     ]
 
 
-def _write_text(path: str | os.PathLike, text: str) -> Path:
+def _write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
     """Write UTF-8 text atomically (a temporary file renamed over the target)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="\n")
+    tmp.write_text(text, encoding=encoding, newline="\n")
     os.replace(tmp, path)
     return path

@@ -32,10 +32,10 @@ def to_markdown(c: Comparison) -> str:
     missing = _missing_lines(c)
     if missing:
         lines += ["", "## Patients missing a timepoint or a count", ""]
-        lines += [f"- {m}" for m in missing]
+        lines += [f"- {display_name(m)}" for m in missing]
     if c.notes:
         lines += ["", "## Notes", ""]
-        lines += [f"- {n}" for n in c.notes]
+        lines += [f"- {display_name(n)}" for n in c.notes]
     return "\n".join(lines) + "\n"
 
 
@@ -60,7 +60,7 @@ def to_html(c: Comparison) -> str:
     ):
         if items:
             body.append(f"<h2>{e(heading)}</h2><ul>")
-            body += [f"<li>{e(i)}</li>" for i in items]
+            body += [f"<li>{e(display_name(i))}</li>" for i in items]
             body.append("</ul>")
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -184,7 +184,12 @@ def _display(c: Comparison, compact: bool = False) -> tuple[list[str], list[list
             ref = "by age/sex"
         else:
             ref = _reference_cell(r["reference_low"], r["reference_high"])
-        stats = [_fold_cell(r["fold_change"]), _p_cell(r["p_value"])]
+        both_below = r["baseline_mean"] < c.loq_per_uL and r["peak_mean"] < c.loq_per_uL
+        stats = (
+            ["—", "—"]  # two values below the limit of quantitation: no fold, no test
+            if both_below
+            else [_fold_cell(r["fold_change"]), _p_cell(r["p_value"])]
+        )
         if compact:
             rows.append([r["population"], r["tube"], str(r["n_pairs"]), base, peak, *stats, ref])
         else:

@@ -39,22 +39,27 @@ def _results(results: Results | str | os.PathLike) -> Results:
 
 
 def _sheets(results: Results) -> dict[str, pd.DataFrame]:
+    """The tables as a lab exports them: populations rounded as reported (whole events, the
+    default reporting rules; full precision stays in results.h5)."""
+    from .reporting import ReportingRules
+    from .run import printed_table
+
     return {
-        "populations": results.populations(),
+        "populations": printed_table(results.populations(), ReportingRules()),
         "qc_flags": results.qc_flags(),
         "provenance": results.provenance_table(),
     }
 
 
 def to_csv(results: Results | str | os.PathLike, folder: str | os.PathLike) -> list[Path]:
-    """Write ``populations.csv``, ``qc_flags.csv`` and ``provenance.csv`` (UTF-8) into
-    ``folder``; returns their paths."""
+    """Write ``populations.csv``, ``qc_flags.csv`` and ``provenance.csv`` (UTF-8 with a
+    byte-order mark, so Excel shows µ as µ) into ``folder``; returns their paths."""
     folder = Path(folder)
     written = []
     for name, frame in _sheets(_results(results)).items():
         path = folder / f"{name}.csv"
         with atomic_path(path) as tmp:
-            frame.to_csv(tmp, index=False, encoding="utf-8")
+            frame.to_csv(tmp, index=False, encoding="utf-8-sig")  # BOM: Excel reads it as UTF-8
         written.append(path)
     return written
 

@@ -21,7 +21,8 @@ Columns (header case does not matter; a unit may follow the name, ``ALC (x10^3/u
   ``age`` and the dates, ``age`` is used and must agree with the dates within a year.
   ``draw_date`` alone is kept; ``birth_date`` without ``draw_date`` is a problem unless ``age`` is
   given. The birth date itself is not passed on.
-- ``sex`` (optional): ``F``, ``M``, ``female``, ``male`` or empty (any case).
+- ``sex`` (optional): ``F``, ``M``, ``female``, ``male`` or empty (any case); ``U``, ``unknown``,
+  ``X`` or ``other`` count as not given (general reference intervals apply).
 
 ``age``, ``sex``, ``birth_date`` and ``draw_date`` are per specimen, like the CBC.
 
@@ -164,7 +165,7 @@ def parse_number(text: str, decimal: str | None = None) -> float:
     if decimal is None and "," in mantissa:
         raise ValueError(
             "has an ambiguous comma (a decimal comma or a thousands separator?); declare the "
-            "decimal separator: a 'decimal' column (',' or '.') or read_manifest(..., decimal=',')"
+            "decimal separator: a 'decimal' column (',' or '.') or --decimal , (read_manifest(..., decimal=','))"
         )
     point = decimal or "."
     grouping = {" ", ","} if point == "." else {" ", "."}
@@ -233,6 +234,8 @@ def _parse_date(value: Any) -> date:
 
 
 _SEXES = {"": "", "f": "F", "female": "F", "m": "M", "male": "M"}
+# sex not recorded or neither F nor M: general (not sex-specific) reference intervals apply
+_UNSPECIFIED_SEX = {"u", "unknown", "x", "other", "not known", "n/a", "na"}
 _DECIMALS = {",": ",", "comma": ",", ".": ".", "dot": ".", "point": ".", "period": "."}
 _AGE_UNITS = ("years", "year", "yrs", "yr", "y", "a")
 _NAMES = {
@@ -588,6 +591,8 @@ class _Reader:
                     )
         if "sex" in rec:
             shown = _text(rec["sex"])
+            if shown.lower() in _UNSPECIFIED_SEX:
+                shown = ""
             if shown.lower() not in _SEXES:
                 self.report(row, "sex", spec, f"sex={shown!r} is not F, M, female, male or empty")
             elif shown:
@@ -599,6 +604,9 @@ class _Reader:
                 except ValueError as exc:
                     self.report(row, key, spec, f"{key}={_text(rec[key])!r} {exc}")
                 else:
+                    if day > date.today():
+                        self.report(row, key, spec, f"{key}={day.isoformat()} is in the future")
+                        continue
                     self.agree(spec, key, day, row)
 
     def _check_specimen(self, spec: str) -> None:

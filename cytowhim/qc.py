@@ -93,6 +93,7 @@ class QCRules:
     cross_tube_points: float = 1.0
     cross_tube_relative: float = 0.25
     cbc_sum_tolerance: float = 0.05
+    cbc_min_wbc: float = 100.0
     cbc_flow_points: float = 15.0
     cbc_flow_ratio: float = 3.0
 
@@ -122,6 +123,7 @@ class QCRules:
             "cross_tube_points",
             "cross_tube_relative",
             "cbc_sum_tolerance",
+            "cbc_min_wbc",
             "cbc_flow_points",
         ):
             value = getattr(self, name)
@@ -514,8 +516,25 @@ def _check_nesting(spec: str, table: pd.DataFrame) -> list[QCFlag]:
 
 
 def _check_cbc(spec: str, cbc: Mapping[str, float], rules: QCRules) -> list[QCFlag]:
-    """Each differential count at most the WBC; their sum at most WBC x (1 + tolerance)."""
+    """A plausible WBC (a whole CBC typed in x10^3/µL without its unit reads 1000-fold low and
+    keeps every proportion); each differential count at most the WBC; their sum at most
+    WBC x (1 + tolerance)."""
     wbc = cbc.get("WBC", math.nan)
+    known = [v for k, v in cbc.items() if k in ("ANC", "ALC", "AMC") and not math.isnan(v)]
+    total = wbc if wbc is not None and not math.isnan(wbc) else sum(known) if known else math.nan
+    if not math.isnan(total) and 0 < total < rules.cbc_min_wbc:
+        what = f"WBC {wbc:g}" if total == wbc else f"ANC + ALC + AMC {total:g}"
+        return [
+            QCFlag(
+                spec,
+                "",
+                "",
+                "cbc_consistency",
+                "fail",
+                f"CBC {what} cells/µL is below {rules.cbc_min_wbc:g} cells/µL, not a blood "
+                "count: values in x10^3/µL need their unit stated (e.g. 'WBC (x10^3/uL)')",
+            )
+        ]
     if wbc is None or math.isnan(wbc):
         return []
     flags = []

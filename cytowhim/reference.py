@@ -137,6 +137,11 @@ class ReferenceIntervals:
     def __len__(self) -> int:
         return len(self._frame)
 
+    @property
+    def source(self) -> str:
+        """Where the intervals come from (a file path, or the bundled table)."""
+        return self._origin
+
     def __repr__(self) -> str:
         n = self._frame["population"].nunique()
         return f"ReferenceIntervals({len(self)} intervals, {n} populations, from {self._origin})"

@@ -126,8 +126,8 @@ class ReportingRules:
             return math.nan, ""
         loq = self.limit(per_event)
         if loq > 0 and value < loq:
-            shown = self.round(loq)
-            return shown, "<" + (f"{shown:.6f}".rstrip("0").rstrip("."))
+            shown = float(f"{loq:.2g}") if loq < 10 else _round_half_up(loq, 0)
+            return shown, f"<{shown:g}"
         rounded = self.round(value)
         return rounded, _plain(rounded, self)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from .labels import ascii_name
 from .manifest import CBC, read_manifest
 from .panels import Panels
 from .reporting import UNITS_PER_UL
@@ -73,6 +74,8 @@ def printed_table(table: pd.DataFrame, reporting) -> pd.DataFrame:
     as whole numbers, percentages to ``percent_decimals``, each absolute count and its error to
     the decimals of the reported value."""
     out = table.copy()
+    if "age" in out.columns:
+        out["age"] = pd.to_numeric(out["age"], errors="coerce").round(2)
     for column in ("events", "base_events"):
         if column in out.columns:
             out[column] = pd.to_numeric(out[column], errors="coerce").round().astype("Int64")
@@ -99,6 +102,7 @@ class TubeTask:
     panels: str  # panel file
     strategies: tuple[tuple[str, str], ...] = ()  # --strategy TUBE=FILE overrides
     save_events: bool = False  # return each population's membership (for --save-events)
+    markers: tuple[tuple[str, str], ...] = ()  # strategy name -> the file's marker or channel
 
 
 @dataclass
@@ -138,7 +142,7 @@ def gate_tube(task: TubeTask) -> TubeOutcome:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # recorded in result.notes instead
             sample = read_fcs(task.file)
-            result = strategy.apply(sample)
+            result = strategy.apply(sample, markers=dict(task.markers))
     except (FCSError, GatingError, PanelError) as exc:
         return TubeOutcome(task, error=str(exc))
     except OSError as exc:
@@ -152,11 +156,11 @@ def gate_tube(task: TubeTask) -> TubeOutcome:
         nested, inside = _nesting(strategy, result, p.name, base, counts)
         rows.append(
             {
-                "population": p.name,
-                "parent": p.parent or "",
+                "population": ascii_name(p.name),  # 'CD27- B cells' in every output
+                "parent": ascii_name(p.parent or ""),
                 "events": counts[p.name],
                 "percent_of_parent": float(parent_pct[p.name]),
-                "base": base,
+                "base": ascii_name(base),
                 "base_events": counts.get(base, math.nan) if base else math.nan,
                 "nested": nested,
                 "events_in_base": inside,
@@ -241,27 +245,75 @@ def _inputs_key(spec_tubes: pd.DataFrame, panels: Panels, qc_rules, reference, h
         "qc": repr(qc_rules),
         "reference": text_sha256(reference.frame.to_csv(index=False)),
     }
+    if panels.extra_markers:  # --markers FILE (the panel file's markers: are in its hash)
+        doc["markers"] = sorted(panels.extra_markers.items())
     return text_sha256(json.dumps(doc, sort_keys=True, default=str))
+
+
+#: Seconds to wait for a Dask scheduler before giving up (distributed's default is 30 s).
+DASK_CONNECT_TIMEOUT = 10
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _gate_on_dask(tasks: list[TubeTask], scheduler: str, progress) -> list[TubeOutcome]:
     """The same pure gate_tube calls on a Dask distributed cluster (``--executor dask``); the
-    files and strategy paths must be readable from the workers."""
+    files and strategy paths must be readable from the workers.
+
+    Raises :class:`~cytowhim.errors.ExecutorError` (one line naming the scheduler and what to do)
+    when dask.distributed is missing, the address is not one, the scheduler cannot be reached
+    within :data:`DASK_CONNECT_TIMEOUT` seconds, or the cluster fails while gating."""
+    from .errors import ExecutorError
+
+    if not scheduler or not str(scheduler).strip():
+        # Client("") would quietly start a local cluster
+        raise ExecutorError("--executor dask needs a scheduler address, e.g. tcp://10.0.0.5:8786")
     try:
         from distributed import Client, as_completed
+        from distributed.comm import get_address_host_port, parse_address
     except ImportError:
-        raise RuntimeError(
-            "--executor dask needs dask.distributed: pip install 'cytowhim[dask]'"
+        raise ExecutorError(
+            f"cannot use the Dask scheduler {scheduler}: dask.distributed is not installed; "
+            "pip install 'cytowhim[dask]' (or run without --executor dask)"
         ) from None
-    with Client(scheduler) as client:
-        futures = client.map(gate_tube, tasks, pure=False)
-        index = {f.key: i for i, f in enumerate(futures)}
-        out: list[TubeOutcome | None] = [None] * len(tasks)
-        for future in as_completed(futures):
-            i = index[future.key]
-            out[i] = future.result()
-            if progress:
-                progress(Path(tasks[i].file).name)
+    try:
+        # checked before Client(): a Client that fails on a malformed address hangs for 20 s
+        # in its finaliser when the interpreter exits
+        if parse_address(scheduler)[0] != "inproc":
+            get_address_host_port(scheduler)
+        client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT, set_as_default=False)
+    except ValueError as exc:
+        raise ExecutorError(
+            f"{scheduler!r} is not a Dask scheduler address ({' '.join(str(exc).split())}): "
+            "give it as tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786"
+        ) from None
+    except (OSError, TimeoutError) as exc:
+        raise ExecutorError(
+            f"cannot reach the Dask scheduler at {scheduler} within {DASK_CONNECT_TIMEOUT} s "
+            f"({_one_line(exc)}): check the address and that the scheduler is running "
+            "('dask scheduler') and reachable from this machine"
+        ) from None
+    current = None
+    try:
+        with client:
+            futures = client.map(gate_tube, tasks, pure=False)
+            index = {f.key: i for i, f in enumerate(futures)}
+            out: list[TubeOutcome | None] = [None] * len(tasks)
+            for future in as_completed(futures, loop=client.loop):
+                i = current = index[future.key]
+                out[i] = future.result()  # gate_tube returns its own failures
+                if progress:
+                    progress(Path(tasks[i].file).name)
+    except Exception as exc:  # the cluster, not gate_tube: lost workers, scheduler gone, imports
+        where = f" while gating {tasks[current].file}" if current is not None else ""
+        raise ExecutorError(
+            f"the Dask cluster at {scheduler} failed{where} ({_one_line(exc)}): check that the "
+            "scheduler and workers are running, that the workers have cytowhim installed "
+            "(pip install 'cytowhim[dask]') and can read the FCS and strategy files"
+        ) from exc
     return out  # type: ignore[return-value]
 
 
@@ -326,7 +378,14 @@ def run_manifest(
     overrides = tuple(sorted((t, str(p)) for t, p in panels.strategies.items()))
     todo = tubes[~tubes.specimen.isin(reused)]
     tasks = [
-        TubeTask(r["file"], r["tube"], panels.source, overrides, save_events)
+        TubeTask(
+            r["file"],
+            r["tube"],
+            panels.source,
+            overrides,
+            save_events,
+            tuple(sorted(panels.markers_for(r["tube"]).items())),
+        )
         for r in todo.to_dict("records")
     ]
     outcomes = dict(zip(todo.index, _gate_all(tasks, jobs, progress, scheduler)))
@@ -542,7 +601,8 @@ def write_run(
     panels: Panels | None = None,
 ) -> Path:
     """DIR/populations.csv, DIR/qc_flags.csv, (when something failed) DIR/errors.csv, and
-    DIR/run.json naming the manifest, panel file and strategies (for ``cytowhim report``)."""
+    DIR/run.json naming the manifest, panel file and strategies (for ``cytowhim report``).
+    The CSV files are UTF-8 with a byte-order mark (Excel opens them with the right encoding)."""
     import json
 
     out = Path(out)
@@ -552,12 +612,19 @@ def write_run(
         if panels is not None:
             info["panels"] = str(Path(panels.source).resolve()) if panels.source else ""
             info["strategies"] = {t: str(Path(p).resolve()) for t, p in panels.strategies.items()}
+            if panels.extra_markers:  # --markers FILE, for cytowhim report's regating
+                info["markers"] = dict(panels.extra_markers)
         (out / "run.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
-    result.printed().to_csv(out / "populations.csv", index=False)
-    pd.DataFrame(result.flags).to_csv(out / "qc_flags.csv", index=False)
+    # UTF-8 with a BOM, so Excel shows µ and other non-ASCII text as written
+    result.printed().to_csv(out / "populations.csv", index=False, encoding="utf-8-sig")
+    from .store import QC_COLUMNS
+
+    # with no flag, still a header (an empty file is not a CSV table)
+    flags = pd.DataFrame(result.flags) if result.flags else pd.DataFrame(columns=list(QC_COLUMNS))
+    flags.to_csv(out / "qc_flags.csv", index=False, encoding="utf-8-sig")
     errors = out / "errors.csv"
     if result.errors:
-        pd.DataFrame({"error": result.errors}).to_csv(errors, index=False)
+        pd.DataFrame({"error": result.errors}).to_csv(errors, index=False, encoding="utf-8-sig")
     elif errors.exists():
         errors.unlink()
     return out / "populations.csv"

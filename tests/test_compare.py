@@ -304,7 +304,7 @@ def test_bad_arguments():
 
 def test_csv_header_order(comparison, tmp_path):
     path = comparison.to_csv(tmp_path / "t.csv")
-    header = path.read_text(encoding="utf-8").splitlines()[0].split(",")
+    header = path.read_text(encoding="utf-8-sig").splitlines()[0].split(",")
     assert header[:8] == [
         "population",
         "baseline_mean",
@@ -546,3 +546,34 @@ def test_names_ascii_in_csv_and_typographic_in_markdown_and_html(tmp_path):
     # a table written with the typographic minus (older runs) is read as ASCII
     old = population_table({("B", "CD27\u2212 B cells"): ((9, 11, 13), (50, 155, 260))})
     assert "CD27- B cells" in set(compare_timepoints(old, "baseline", "peak").table.population)
+
+
+def test_patients_without_an_applicable_interval_are_not_counted_within():
+    table = population_table()
+    table["reference_low"], table["reference_high"] = math.nan, math.nan
+    cd4 = table.population == "CD4+ T cells"
+    table.loc[cd4 & (table.patient == "P1"), ["reference_low", "reference_high"]] = [359, 1565]
+    c = compare_timepoints(table, "baseline", "peak")
+    row_ = row(c, "CD4+ T cells")
+    # only P1 has an interval (its age band); P2 and P3 have none: 1/0/0, not 1/2/0
+    assert (row_.baseline_below, row_.baseline_within, row_.baseline_above) == (1, 0, 0)
+    assert (row_.peak_below, row_.peak_within, row_.peak_above) == (0, 1, 0)
+
+
+def test_old_tables_hold_back_counts_whose_base_failed():
+    """A populations.csv without qc_status: a failed lymphosum on the lymphocytes row still
+    holds back the counts made against them (the reviewer's old-format table let them in)."""
+    table = population_table()
+    lymph = table[table.population == "T cells"].copy()
+    lymph["population"], lymph["base"] = "lymphocytes", "lymphocytes"
+    bad = (lymph.patient == "P2") & (lymph.timepoint == "peak")
+    lymph["qc"] = ""
+    lymph.loc[bad, "qc"] = "fail lymphosum: lymphosum 80.0 % of lymphocytes in tube T"
+    table = pd.concat([table, lymph], ignore_index=True).drop(
+        columns=["qc_status"], errors="ignore"
+    )
+    c = compare_timepoints(table, "baseline", "peak")
+    assert row(c, "CD4+ T cells").n_pairs == 2
+    assert "CD4+ T cells (lymphosum on lymphocytes)" in " ".join(c.missing.detail)
+    no_qc = compare_timepoints(table.drop(columns=["qc"]), "baseline", "peak")
+    assert any("could not be held back" in n for n in no_qc.notes)

@@ -385,3 +385,13 @@ def test_reported_values_and_flags_agree(value, low):
         assert float(text) == reported
         assert abs(reported - value) <= (0.5 if value >= 10 else 0.05) + 1e-9
         assert (flag == "L") == (reported < low)
+
+
+def test_limit_of_quantitation_prints_with_its_own_digits():
+    from cytowhim.reference import Interval
+    from cytowhim.reporting import ReportingRules
+
+    assert ReportingRules(loq_per_uL=0.04).reported(0.02) == (0.04, "<0.04")  # was '<0'
+    assert Interval(low=0.0, high=12.0).flag(0.04, below=True) == ""
+    assert ReportingRules(loq_per_uL=1.5, decimals_below_10=0).reported(1.02)[1] == "<1.5"
+    assert ReportingRules(loq_events=10).reported(2.0, per_event=0.33)[1] == "<3.3"

@@ -386,7 +386,7 @@ def test_demographic_problems_leave_the_specimen_out(tmp_path):
         ok.fcs,OK,P0,baseline,T,3100,1500,1200,300,,F,2000-01-01,2020-01-01
         a1.fcs,CONF,P1,baseline,T,3100,1500,1200,300,,F,,
         a2.fcs,CONF,P1,baseline,B,,,,,,M,,
-        b.fcs,SEX,P2,baseline,T,3100,1500,1200,300,,X,,
+        b.fcs,SEX,P2,baseline,T,3100,1500,1200,300,,Q,,
         c.fcs,DATE,P3,baseline,T,3100,1500,1200,300,,,03/05/1990,2020-01-01
         d.fcs,OLD,P4,baseline,T,3100,1500,1200,300,130,,,
         e.fcs,NODRAW,P5,baseline,T,3100,1500,1200,300,,,1990-01-01,
@@ -406,7 +406,7 @@ def test_demographic_problems_leave_the_specimen_out(tmp_path):
         "row 4 (specimen CONF), column sex: sex of specimen CONF is F on an earlier row and M here"
         in text
     )
-    assert "row 5 (specimen SEX), column sex: sex='X' is not F, M, female, male or empty" in text
+    assert "row 5 (specimen SEX), column sex: sex='Q' is not F, M, female, male or empty" in text
     assert (
         "row 6 (specimen DATE), column birth_date: birth_date='03/05/1990' is not a date in ISO 8601 "
         "form (YYYY-MM-DD)" in text
@@ -445,3 +445,20 @@ def test_age_header_in_other_units_is_refused(tmp_path):
     assert "column age: the header 'age (months)' gives age in 'months'; give it in years" in str(
         problems[0]
     )
+
+
+def test_unspecified_sex_is_kept_as_unknown_and_future_dates_are_refused(tmp_path):
+    """Review of issue 9: sex 'U' dropped the whole specimen; a draw in 2099 gave age 109."""
+    path = tmp_path / "m.csv"
+    path.write_text(
+        "file,specimen,patient,timepoint,tube,WBC,ALC,sex,birth_date,draw_date\n"
+        "a.fcs,S1,P1,t0,T,4000,1500,U,,\n"
+        "b.fcs,S2,P2,t0,T,4000,1500,X,,\n"
+        "c.fcs,S3,P3,t0,T,4000,1500,F,1990-01-01,2099-01-01\n",
+        encoding="utf-8",
+    )
+    tubes, problems = read_manifest(path)
+    assert list(tubes.specimen) == ["S1", "S2"] and list(tubes.sex) == ["", ""]
+    s3 = [p for p in problems if p.specimen == "S3"]
+    assert len(s3) == 1 and "draw_date=2099-01-01 is in the future" in s3[0].message
+    assert not [p for p in problems if p.column == "sex"]

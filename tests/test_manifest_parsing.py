@@ -68,6 +68,7 @@ def _canonical(text: str, mode) -> str:
 @example("1.17", ",")
 @example("0,123", ".")
 @example("1 1760", None)
+@example("1 000\u2009000", None)
 def test_no_string_is_silently_read_as_another_number(text, mode):
     """Accepted text is exactly how its value is written in the declared convention: grouping
     in threes only, one decimal separator, never a comma without a declaration."""
@@ -77,10 +78,12 @@ def test_no_string_is_silently_read_as_another_number(text, mode):
         return
     assert mode is not None or "," not in text
     assert value == float(_canonical(text.strip(), mode))
-    body = text.strip().lstrip("+-")
+    # every kind of space groups alike ('1 000\u2009000' is 1,000,000)
+    body = re.sub("[\u00a0\u2009\u202f]", " ", text.strip().lstrip("+-"))
     whole, _, fraction = body.partition(mode or ".")
     number = int(re.sub(r"[^0-9]", "", whole) or 0)
     rendered = [_render(number, fraction, mode, sep) for sep in ["", *_grouping(mode)]]
+    rendered = [re.sub("[\u00a0\u2009\u202f]", " ", r) for r in rendered]
     assert body.lstrip("0") in [r.lstrip("0") for r in rendered]
 
 

@@ -320,3 +320,16 @@ def test_lab_rules_file_holds_qc_and_reporting_rules(tmp_path):
     path.write_text("reporting:\n  loq: 1\n", encoding="utf-8")
     with pytest.raises(ValueError, match="unknown reporting rule.*'loq'"):
         read_lab_rules(path)
+
+
+def test_a_whole_cbc_typed_in_thousands_without_unit_fails():
+    """WBC 16.2, ANC 4.7, ALC 10.2, AMC 1.0 read as cells/µL keep every proportion: only the
+    plausibility floor catches them (review of issue 9)."""
+    rows = frame(tube())
+    flags = check_specimen(rows, cbc={"WBC": 16.2, "ANC": 4.7, "ALC": 10.2, "AMC": 1.0})
+    assert [(f.rule, f.severity) for f in flags] == [("cbc_consistency", "fail")]
+    assert "WBC 16.2 cells/µL is below 100" in flags[0].message
+    flags = check_specimen(rows, cbc={"ALC": 2.79})  # no WBC: the differential's sum
+    assert "ANC + ALC + AMC 2.79" in flags[0].message
+    assert check_specimen(rows, QCRules(cbc_min_wbc=0), cbc={"WBC": 16.2, "ALC": 10.2}) == []
+    assert check_specimen(rows, cbc={"WBC": 450, "ANC": 20, "ALC": 300, "AMC": 60}) == []
