@@ -212,11 +212,12 @@ def _freeze(result, sample, out, fcs, n_files: int):
 def cmd_gate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gating import GatingError, load_markers, read_strategy
+    from gating import GatingError, load_markers
     from gating.io import is_workspace
 
     from .errors import FCSError
     from .fcs import read_fcs
+    from .panels import read_strategy
 
     out_dir = Path(args.out) if args.out else None
     if out_dir is not None:

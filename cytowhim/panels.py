@@ -13,6 +13,18 @@ from .errors import CytowhimError
 from .resources import data_path
 
 
+def read_strategy(path: str | os.PathLike, sample: str | None = None):
+    """:func:`gating.read_strategy` with cytowhim's FCS reader lent to the FlowJo importer (it
+    reads a sample's channel names from its FCS file when the workspace lacks them)."""
+    import gating.flowjo_workspace as workspace
+    from gating import read_strategy as read
+
+    from .fcs import read_fcs_metadata
+
+    workspace.FCS_KEYWORDS = workspace.FCS_KEYWORDS or read_fcs_metadata
+    return read(path, sample=sample)
+
+
 class PanelError(CytowhimError, ValueError):
     """The panel configuration or a strategy it names cannot be used."""
 
@@ -82,8 +94,6 @@ class Panels:
 
     def strategy(self, tube: str):
         """The gating Strategy of a tube (loaded once); PanelError naming the tube if unknown."""
-        from gating import read_strategy
-
         if tube not in self.strategies:
             raise PanelError(
                 f"tube {tube!r} has no strategy in {self.source or 'the panels'}; "

@@ -8,7 +8,7 @@ import os
 import warnings
 import xml.etree.ElementTree as ET
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
@@ -79,8 +79,17 @@ def _keyword(sample_el: ET.Element, name: str) -> str | None:
     return None
 
 
+#: Reads an FCS file's TEXT keywords (path -> mapping of keyword -> value). The application that
+#: owns an FCS reader lends it (cytowhim sets its ``read_fcs_metadata`` when it reads a strategy),
+#: so the engine never imports it; without one, channel names come from the workspace alone.
+FCS_KEYWORDS: Callable[[Path], Mapping[str, str]] | None = None
+
+
 def _fcs_channels(ws_path: Path, info: _SampleInfo) -> list[str] | None:
-    """$PnN names from the sample's FCS file, if it is at its URI or next to the workspace."""
+    """$PnN names from the sample's FCS file, if it is at its URI or next to the workspace and
+    an FCS keyword reader was lent (:data:`FCS_KEYWORDS`)."""
+    if FCS_KEYWORDS is None:
+        return None
     candidates = []
     if info.uri:
         candidates.append(ws_path.parent / unquote(urlparse(info.uri).path))  # relative or not
@@ -89,13 +98,11 @@ def _fcs_channels(ws_path: Path, info: _SampleInfo) -> list[str] | None:
         if not candidate.is_file():
             continue
         try:
-            from cytowhim.fcs import read_fcs_metadata
-
             with warnings.catch_warnings():  # the file's quirks are reported when it is read
                 warnings.simplefilter("ignore")
-                kw = read_fcs_metadata(candidate)
+                kw = FCS_KEYWORDS(candidate)
             return [kw.get(f"$P{i}N", "").strip() for i in range(1, int(kw["$PAR"]) + 1)]
-        except (ImportError, KeyError, ValueError, OSError):
+        except (KeyError, ValueError, OSError):
             continue
     return None
 

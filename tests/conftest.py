@@ -49,3 +49,14 @@ def healthy(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("healthy")
     simulate(out, "healthy", seed=4242, n_healthy=3, events=UNTUNED_EVENTS)
     return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fcs_reader_for_flowjo_workspaces():
+    """Lend cytowhim's FCS keyword reader to the engine's FlowJo importer, as cytowhim does when
+    it reads a strategy (the engine itself never imports cytowhim)."""
+    import gating.flowjo_workspace as workspace
+    from cytowhim.fcs import read_fcs_metadata
+
+    workspace.FCS_KEYWORDS = read_fcs_metadata
+    yield

@@ -419,3 +419,20 @@ def test_gatingml_exports_parse():
     assert cyto.transforms["Tr_Arcsinh_150"].T == pytest.approx(176.2801790465702)
     cd4 = cyto["GateSet_722320"].gate  # a Cytobank population: the AND of its gates
     assert cd4.op == "and" and len(cd4.operands) == 5
+
+
+def test_the_engine_never_imports_cytowhim():
+    """gating/ knows nothing of cytowhim: reading a FlowJo workspace and gating a sample in a
+    fresh interpreter leaves cytowhim unimported."""
+    import subprocess
+    import sys
+
+    wsp = CORPUS / "flowjo" / "cytopipeline_omip021" / "OMIP021_samples_FlowJo.wsp"
+    code = (
+        "import sys, gating\n"
+        f"st = gating.Strategy.from_flowjo({str(wsp)!r}, sample='Donor1.fcs')\n"
+        "assert {p.name for p in st} >= {'Cells', 'Cells/CD4+'}\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'cytowhim'], 'cytowhim imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
