@@ -525,12 +525,8 @@ def _check_cbc(spec: str, cbc: Mapping[str, float], rules: QCRules) -> list[QCFl
     if not math.isnan(total) and 0 < total < rules.cbc_min_wbc:
         what = f"WBC {wbc:g}" if total == wbc else f"ANC + ALC + AMC {total:g}"
         return [
-            QCFlag(
+            _cbc_flag(
                 spec,
-                "",
-                "",
-                "cbc_consistency",
-                "fail",
                 f"CBC {what} cells/µL is below {rules.cbc_min_wbc:g} cells/µL, not a blood "
                 "count: values in x10^3/µL need their unit stated (e.g. 'WBC (x10^3/uL)')",
             )
@@ -542,12 +538,8 @@ def _check_cbc(spec: str, cbc: Mapping[str, float], rules: QCRules) -> list[QCFl
     for name, value in parts.items():
         if _outside(value, 0.0, wbc):
             flags.append(
-                QCFlag(
+                _cbc_flag(
                     spec,
-                    "",
-                    "",
-                    "cbc_consistency",
-                    "fail",
                     f"CBC {name} {value:g} cells/µL is above the WBC {wbc:g} cells/µL: check the "
                     "units and values of the CBC",
                 )
@@ -557,17 +549,18 @@ def _check_cbc(spec: str, cbc: Mapping[str, float], rules: QCRules) -> list[QCFl
     if len(parts) > 1 and _outside(total, 0.0, limit) and not flags:
         listing = " + ".join(f"{k} {v:g}" for k, v in parts.items())
         flags.append(
-            QCFlag(
+            _cbc_flag(
                 spec,
-                "",
-                "",
-                "cbc_consistency",
-                "fail",
                 f"CBC {listing} = {total:g} cells/µL exceeds the WBC {wbc:g} by more than "
                 f"{rules.cbc_sum_tolerance * 100:g} %: check the units and values of the CBC",
             )
         )
     return flags
+
+
+def _cbc_flag(spec: str, message: str) -> QCFlag:
+    """A failed CBC check: specimen-wide (no tube, no population)."""
+    return QCFlag(spec, "", "", "cbc_consistency", "fail", message)
 
 
 def _check_cbc_vs_flow(
