@@ -160,7 +160,7 @@ def test_histogram_mode_is_refused(tmp_path):
         ({"$DATATYPE": "Q"}, r"\$DATATYPE='Q'"),
         ({"$BYTEORD": "1,1"}, "not a permutation"),
         ({"$P1B": "twelve"}, r"\$P1B='twelve'"),
-        ({"$P1B": "12"}, "whole bytes"),
+        ({"$P1B": "65"}, "1 to 64 bits"),
         ({"$PAR": "3"}, r"\$P3B"),
         ({"$TOT": "1000"}, "truncated|needs"),
         ({"$TOT": "x"}, r"\$TOT='x'"),

@@ -49,11 +49,21 @@ class DataFormat:
         return len(self.widths)
 
     @property
+    def packed(self) -> bool:
+        """Whether integer values are packed bit after bit (FCS 2.0 allowed widths that are not
+        whole bytes, e.g. $PnB = 9): DATA is then a bit stream, not rows of bytes."""
+        return self.datatype != "A" and any(w % 8 for w in self.widths)
+
+    @property
+    def row_bits(self) -> int:
+        return sum(self.widths)
+
+    @property
     def row_bytes(self) -> int | None:
-        """Bytes per event, or None for delimited ASCII."""
+        """Bytes per event (rounded up for packed data), or None for delimited ASCII."""
         if self.datatype == "A":
             return None if 0 in self.widths else sum(self.widths)
-        return sum(self.widths) // 8
+        return -(-sum(self.widths) // 8)
 
     @property
     def little_endian(self) -> bool:
@@ -177,10 +187,8 @@ def data_format(kw: dict[str, str], path: str | None) -> DataFormat:
                         f"$P{i}B={width} but parameter {i} is of type {ptype}, "
                         f"which stores {expected}-bit values",
                     )
-            elif ptype == "I" and (width <= 0 or width % 8 or width > 64):
-                raise FCSError(
-                    path, f"$P{i}B={width}: integer parameters must be 8 to 64 bits in whole bytes"
-                )
+            elif ptype == "I" and not 1 <= width <= 64:
+                raise FCSError(path, f"$P{i}B={width}: integer parameters must be 1 to 64 bits")
             elif datatype == "A" and width <= 0:
                 raise FCSError(path, f"$P{i}B={width}: ASCII fields need a positive width or '*'")
             widths.append(width)

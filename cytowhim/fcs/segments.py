@@ -133,12 +133,20 @@ def resolve_data(ds: DataSet, fmt: DataFormat, file_size: int) -> DataSpan:
     if tot == 0:
         return DataSpan(0, 0, 0)
     expected = tot * row if (tot is not None and row is not None) else None
+    if expected is not None and fmt.packed:  # a bit stream: whole bytes only at its end
+        expected = -(-tot * fmt.row_bits // 8)
     candidates: list[tuple[str, int, int]] = []
     h0, h1 = ds.header_data
     if h0 > off or h1 > off:
         candidates.append(("HEADER", h0, h1))
-    b0 = keyword_int(kw, "$BEGINDATA", path, default=0)
-    b1 = keyword_int(kw, "$ENDDATA", path, default=0)
+    try:
+        b0 = keyword_int(kw, "$BEGINDATA", path, default=0)
+        b1 = keyword_int(kw, "$ENDDATA", path, default=0)
+    except FCSError as exc:  # e.g. '768I' (FlowJo 2.0): the HEADER's offsets decide
+        if not candidates:
+            raise
+        _note(ds, f"{exc.problem}; using the HEADER's DATA offsets")
+        b0 = b1 = 0
     if b0 or b1:
         candidates.append(("TEXT", off + b0, off + b1))
     if not candidates:
@@ -198,6 +206,8 @@ def resolve_data(ds: DataSet, fmt: DataFormat, file_size: int) -> DataSpan:
     if expected is None:
         if row is None:
             return DataSpan(start, -1, length)
+        if fmt.packed:
+            return DataSpan(start, length * 8 // fmt.row_bits, length)
         if length % row:
             raise FCSError(
                 path,
