@@ -210,7 +210,8 @@ def compare_timepoints(
     frame = frame[frame["timepoint"].isin((baseline, peak))]
     used = frame[[tubes.get(p) == t for p, t in zip(frame["population"], frame["tube"])]]
     notes += _specimen_notes(used)
-    held = _held(used) if not include_flagged else {}
+    failed = _held(used)
+    held = {} if include_flagged else failed
     if held:
         frame = frame.copy()
         keys = zip(frame["patient"], frame["timepoint"], frame["population"], frame["tube"])
@@ -220,8 +221,8 @@ def compare_timepoints(
             f"{len(held)} count(s) with a failed QC check were left out (listed above; "
             "include them with include_flagged / --include-flagged)."
         )
-    elif include_flagged and _held(used):
-        notes.append(f"{len(_held(used))} count(s) with a failed QC check are included as asked.")
+    elif failed:
+        notes.append(f"{len(failed)} count(s) with a failed QC check are included as asked.")
     has = {tp: set(frame.loc[frame["timepoint"] == tp, "patient"]) for tp in (baseline, peak)}
     lacking: dict[tuple[str, str], list[str]] = {}
     rows = []

@@ -151,19 +151,30 @@ class QCRules:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> QCRules:
-        """Rules from a YAML file of ``rule: value`` lines (ranges as ``[low, high]``)."""
-        import yaml
+        """Rules from a YAML file of ``rule: value`` lines (ranges as ``[low, high]``); a
+        ``reporting:`` section is left to :func:`read_lab_rules`."""
+        doc = _lab_rules_document(Path(path))
+        doc = {k: v for k, v in doc.items() if k != "reporting"}
+        return cls.from_mapping(doc, source=str(path))
 
-        path = Path(path)
-        try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise QCRulesError(f"{path}: cannot read QC rules ({exc.strerror or exc})") from None
-        except yaml.YAMLError as exc:
-            raise QCRulesError(f"{path}: not valid YAML ({exc})") from None
-        if isinstance(doc, Mapping):
-            doc = {k: v for k, v in doc.items() if k != "reporting"}
-        return cls.from_mapping({} if doc is None else doc, source=str(path))
+
+def _lab_rules_document(path: Path) -> dict:
+    """The lab's rules file parsed once: a mapping (empty for an empty file)."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise QCRulesError(f"{path}: cannot read QC rules ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        raise QCRulesError(f"{path}: not valid YAML ({exc})") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, Mapping):
+        raise QCRulesError(
+            f"{path}: QC rules must be a mapping of rule -> value; got {type(doc).__name__}"
+        )
+    return dict(doc)
 
 
 def rules_from_mapping(cls, mapping: Any, source: str | None, error: type, what: str):
@@ -424,15 +435,13 @@ def qc_status(
 def read_lab_rules(path: str | os.PathLike):
     """(QCRules, ReportingRules) from a lab's YAML file: QC rules at the top level, reporting
     rules under ``reporting:``; errors name the file and the key."""
-    import yaml
-
     from .reporting import ReportingRules
 
     path = Path(path)
-    rules = QCRules.from_yaml(path)
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    reporting = doc.get("reporting") if isinstance(doc, Mapping) else None
-    return rules, ReportingRules.from_mapping(reporting, source=str(path))
+    doc = _lab_rules_document(path)
+    qc = {k: v for k, v in doc.items() if k != "reporting"}
+    rules = QCRules.from_mapping(qc, source=str(path))
+    return rules, ReportingRules.from_mapping(doc.get("reporting"), source=str(path))
 
 
 def _flag_rows(table: pd.DataFrame, flags: list[QCFlag], bases: Mapping[str, str] | None):
