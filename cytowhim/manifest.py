@@ -437,10 +437,14 @@ class _Reader:
         self.bad: set[str] = set()
         self.seen: dict[str, dict[str, tuple[Any, int, str]]] = {}  # key -> (value, row, note)
         self.reported: set[tuple[str, str]] = set()  # (specimen, what) reported once
+        self.said: set[tuple[str, str, str]] = set()  # (specimen, column, message) said
         self.rows: list[dict[str, Any]] = []
 
     def report(self, row: int, column: str, spec: str, message: str, keep: bool = False) -> None:
-        self.problems.append(Problem(self.where, row, column, spec, message))
+        # a specimen's CBC repeated on each tube row is named once, at its first row
+        if (spec, column, message) not in self.said:
+            self.said.add((spec, column, message))
+            self.problems.append(Problem(self.where, row, column, spec, message))
         if spec and not keep:
             self.bad.add(spec)
 

@@ -251,11 +251,16 @@ class MarkerIndex:
         key = normalize(name)
         if not key:
             return []
-        return [
-            lab
-            for lab in self.labels
-            if (lab.marker_key or lab.key).startswith(key) and (lab.marker_key or lab.key) != key
-        ]
+
+        def variant(label: str) -> bool:  # CD8 -> CD8a, CD8b; not CD4 -> CD45 (another marker)
+            rest = label[len(key) :]
+            return (
+                label.startswith(key)
+                and bool(rest)
+                and not (key[-1].isdigit() and rest[0].isdigit())
+            )
+
+        return [lab for lab in self.labels if variant(lab.marker_key or lab.key)]
 
     def detail(self, name: str) -> str:
         """What to say of a name that was not found: its mapping, its near misses."""

@@ -462,3 +462,14 @@ def test_unspecified_sex_is_kept_as_unknown_and_future_dates_are_refused(tmp_pat
     s3 = [p for p in problems if p.specimen == "S3"]
     assert len(s3) == 1 and "draw_date=2099-01-01 is in the future" in s3[0].message
     assert not [p for p in problems if p.column == "sex"]
+
+
+def test_a_bad_cbc_repeated_on_every_tube_row_is_named_once(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text(
+        "file,specimen,patient,timepoint,tube,WBC,ALC\n"
+        "a.fcs,S1,P1,t0,T,4000,abc\nb.fcs,S1,P1,t0,B,4000,abc\nc.fcs,S1,P1,t0,mono,4000,abc\n",
+        encoding="utf-8",
+    )
+    _, problems = read_manifest(path)
+    assert [(p.row, p.column) for p in problems] == [(2, "ALC")]

@@ -16,7 +16,15 @@ from hypothesis import strategies as st
 
 import cytowhim as cw
 from cytowhim.cli import main
-from gating import AmbiguousMarkerError, MissingDimensionError, Strategy, StrategyError
+from gating import (
+    AmbiguousMarkerError,
+    Dimension,
+    MissingDimensionError,
+    Population,
+    RectangleGate,
+    Strategy,
+    StrategyError,
+)
 from gating.markers import (
     FLUOROCHROMES,
     MarkerIndex,
@@ -538,3 +546,23 @@ def test_bundled_example_unchanged():
             assert ix.column(m) == j
     for j, c in enumerate(sample.channels):
         assert ix.column(c) == j
+
+
+def test_near_misses_are_variants_not_other_markers():
+    """CD4 missing from a file with CD45: 'map CD4 to CD45' was offered (a different marker)."""
+    sample = cw.Sample(
+        events=np.zeros((3, 3), dtype=np.float32),
+        channels=["FL1-A", "FL2-A", "FL3-A"],
+        markers=["CD45", "CD8a", "CD14"],
+    )
+    strategy = Strategy(
+        [
+            Population("a", RectangleGate((Dimension("CD4"),), (0.0,), (None,))),
+            Population("b", RectangleGate((Dimension("CD8"),), (0.0,), (None,))),
+        ]
+    )
+    with pytest.raises(MissingDimensionError) as info:
+        strategy.apply(sample)
+    text = str(info.value)
+    assert "CD45" not in text.split("it has:")[0]
+    assert "near misses: FL2-A (CD8a)" in text
