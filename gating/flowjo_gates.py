@@ -85,6 +85,44 @@ class FlowJoPolygonGate(PolygonGate):
         return {**super().geometry(), "grid": [self.resolution, list(self.tops)]}
 
 
+@dataclass(frozen=True)
+class FlowJoCellGate(Gate):
+    """A gate evaluated as FlowJo 9 evaluates it, on its ``resolution`` x ``resolution`` display:
+    each event falls in the display cell its value truncates to (0..``tops[k]`` on each
+    dimension's scale cut in ``resolution`` cells), and is inside when that cell's centre is
+    inside the gate or on its outline; the gate's vertices sit on the cell corners FlowJo drew
+    them on. A range [lo, hi) thereby keeps the cells from lo to hi - 1, as FlowJo does.
+
+    Checked on the 16 FACScan files of FlowJo's advanced tutorial (FlowJo 9.7.2): every range and
+    rectangle matches FlowJo's count exactly; polygons come within 5 events."""
+
+    kind: ClassVar[str] = "flowjo9_cell"
+    gate: Gate
+    tops: tuple[float, ...] = (1.0, 1.0)
+    resolution: int = 256
+    dimensions: tuple[Dimension, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dimensions", self.gate.dimensions)
+
+    def _per_cell(self) -> np.ndarray:
+        return self.resolution / np.asarray(self.tops[: len(self.dimensions)], dtype=np.float64)
+
+    def contains(self, values: np.ndarray) -> np.ndarray:
+        per_cell = self._per_cell()
+        # 1/1000 of a cell absorbs the round trip of a channel value through its scale and
+        # FlowJo's float32 display ends (highValue 204.8000030517578 for 204.8)
+        cells = np.floor(np.asarray(values, dtype=np.float64) * per_cell + 1e-3)
+        inside = np.asarray(self.gate.contains((cells + 0.5) / per_cell), dtype=bool)
+        if isinstance(self.gate, PolygonGate):  # centres on the outline: exact on doubled cells
+            corners = np.rint(np.asarray(self.gate.vertices, dtype=np.float64) * per_cell)
+            inside |= _on_boundary(2 * cells + 1, 2 * corners)
+        return inside
+
+    def geometry(self) -> dict[str, Any]:
+        return {**self.gate.geometry(), "display_cells": [self.resolution, list(self.tops)]}
+
+
 # --- building a strategy --------------------------------------------------------------------------
 
 

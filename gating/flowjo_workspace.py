@@ -49,7 +49,8 @@ class _SampleInfo:
         if node is None:
             return None
         files = tuple(dict.fromkeys(f for f in (_file_name(uri), _keyword(el, "$FIL")) if f))
-        return cls(el, node.get("name") or (files[0] if files else "?"), files, uri)
+        name = node.get("name") or node.get("nodeName")  # FlowJo 9.7 writes nodeName
+        return cls(el, name or (files[0] if files else "?"), files, uri)
 
 
 class _Names:
@@ -156,6 +157,7 @@ class _Tree:
         self.where = where
         self.populations: list[Population] = []
         self.labels: dict[str, tuple[str, ...]] = {}
+        self.reserved: set[str] = set()
 
     @staticmethod
     def name(parts: tuple[str, ...]) -> str:
@@ -163,11 +165,21 @@ class _Tree:
 
     def add(self, parts: tuple[str, ...], gate: Gate) -> None:
         name = self.name(parts)
-        if name in self.labels:
+        if name in self.labels and name not in self.reserved:
             raise StrategyError(f"{self.where}: population {name!r} is defined twice")
+        self.reserved.discard(name)
         parent = self.name(parts[:-1]) if len(parts) > 1 else None
         self.populations.append(Population(name, gate, parent, parts[-1]))
         self.labels[name] = parts
+
+    def reserve(self, parts: tuple[str, ...]) -> None:
+        """Make a population's name known before its gate is built (booleans that refer to
+        booleans defined after them)."""
+        name = self.name(parts)
+        if name in self.labels:
+            raise StrategyError(f"{self.where}: population {name!r} is defined twice")
+        self.labels[name] = parts
+        self.reserved.add(name)
 
     def resolve(self, dependent: str, parent: tuple[str, ...]) -> str:
         """A FlowJo boolean operand: a path from the sample's root. A path outside the boolean's
