@@ -33,14 +33,21 @@ from .errors import StrategyError
 from .flowjo9 import _Workspace9
 from .flowjo10 import _Workspace10
 from .flowjo_export import write_flowjo
-from .flowjo_gates import FlowJoPolygonGate, OutsideGate
+from .flowjo_gates import FlowJoCellGate, FlowJoPolygonGate, OutsideGate
 from .flowjo_workspace import _fcs_channels, _Names, _Workspace
 from .gatingml import NS, parse_xml
 from .strategy import Strategy
 
 _G = f"{{{NS['gating']}}}"
 
-__all__ = ["FlowJoPolygonGate", "OutsideGate", "list_samples", "read_flowjo", "write_flowjo"]
+__all__ = [
+    "FlowJoCellGate",
+    "FlowJoPolygonGate",
+    "OutsideGate",
+    "list_samples",
+    "read_flowjo",
+    "write_flowjo",
+]
 
 
 # --- public API ----------------------------------------------------------------------------------

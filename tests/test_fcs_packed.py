@@ -84,3 +84,47 @@ def test_labkey_facscan_files_decode_to_what_flowjo_gates():
     wrong = (msb * 2 ** np.arange(9)[::-1]).sum(1).reshape(10_000, 5)
     h = np.histogram(wrong[:, 2], bins=16, range=(0, 512))[0]
     assert h.max() < 2 * h.mean()
+
+
+# --- $PnE: log-amplified channels ------------------------------------------------------------------
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    decades=st.floats(min_value=0.5, max_value=6.0),
+    f2=st.sampled_from([0.0, 0.01, 0.2, 1.0, 3.0]),
+    bits=st.sampled_from([9, 10, 16]),
+    channels=st.lists(st.integers(min_value=0, max_value=511), min_size=1, max_size=20),
+)
+def test_log_amplified_values_decode_as_the_fcs_standard_and_flowjo(
+    tmp_path_factory, decades, f2, bits, channels
+):
+    """$PnE = "f1, f2": value = f2 * 10^(f1 * channel / $PnR), f2 = 0 read as 1 (FCS 3.1 §3.2.20,
+    the convention FlowJo follows: its workspace gives the LabKey channels lowValue 0.2 =
+    f2 and highValue 1383.66 = 0.2 * 10^3.84); $PnG is not applied to log-amplified values."""
+    r = 512
+    values = np.array(channels, dtype=object).reshape(-1, 1)
+    kw = {"$DATATYPE": "I", "$BYTEORD": "1,2,3,4", "$MODE": "L", "$TOT": str(len(channels))}
+    kw |= params(["FL1"], [bits], R=[str(r)])
+    kw |= {"$P1E": f"{decades!r}, {f2!r}", "$P1G": "2.5"}
+    path = write(
+        tmp_path_factory.mktemp("pne") / "log.fcs", kw, pack(values, [bits]), version="FCS2.0"
+    )
+    s = cw.read_fcs(path)
+    expected = (f2 or 1.0) * 10.0 ** (decades * np.array(channels, dtype=float) / r)
+    np.testing.assert_allclose(s.linear_values(0), expected, rtol=1e-12)
+    assert [int(v) for v in s.events[:, 0]] == channels  # events stay as stored
+
+
+def test_labkey_log_channels_span_flowjos_display():
+    """The FACScan's OrthSc and fluorescence channels ($PnE "3.84, 0.2000", $PnR 512) decode to
+    0.2 .. 0.2 * 10^3.84 = 1383.66 across the channels, FlowJo's lowValue/highValue for them in
+    the workspace; forward scatter ($PnE "0, 0", $PnG 2.50) to channel / 2.5, up to FlowJo's
+    highValue 204.8. FlowJo's gate vertices then sit on whole channels (see test_flowjo9)."""
+    with pytest.warns(cw.FCSWarning):
+        s = cw.read_fcs(LABKEY / "931115-B01- Sample 01.fcs")
+    ch = s.events.astype(float)
+    np.testing.assert_allclose(s.linear_values(0), ch[:, 0] / 2.5)
+    for j in range(1, 5):
+        np.testing.assert_allclose(s.linear_values(j), 0.2 * 10 ** (3.84 * ch[:, j] / 512))
+    assert 0.2 * 10**3.84 == pytest.approx(1383.661743164062, rel=1e-6)  # float32 in FlowJo
