@@ -168,7 +168,9 @@ def main() -> None:
             ]
             print(f"| {tube} | {pop} / {auto} | " + " | ".join(cells) + " |")
     else:
-        print(f"{'file':28} {'population':22} {'automatic':20} {'expert%':>8} {'auto%':>7} {'diff':>6}")
+        print(
+            f"{'file':28} {'population':22} {'automatic':20} {'expert%':>8} {'auto%':>7} {'diff':>6}"
+        )
         for r in rows:
             d = r["auto_pct"] - r["expert_pct"]
             print(
