@@ -255,6 +255,10 @@ def cmd_gate(args: argparse.Namespace) -> int:
             failed += 1
             _error(str(exc) if not isinstance(exc, OSError) else f"{path}: {exc.strerror or exc}")
             continue
+        if result.failed:  # the table is printed; the failed rows have no count
+            failed += 1
+            for name, why in result.failed.items():
+                _error(f"{path}: population {name!r} was not gated: {why}")
         labels = dict(zip(sample.channels, sample.markers))
         found = ", ".join(  # which channel each marker name was read from
             f"{k} -> {v}" + (f" ({labels[v]})" if labels.get(v) else "")
@@ -265,7 +269,11 @@ def cmd_gate(args: argparse.Namespace) -> int:
             print(f"# {path}")
             if found:
                 print(f"# markers: {found}")
-            print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+            shown = table
+            if "failed" in table:  # the reasons are on stderr; the rows say NOT GATED
+                shown = table.drop(columns="failed").astype({"count": object})
+                shown.loc[table["failed"] != "", "count"] = "NOT GATED"
+            print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
             print()
         else:
             target = out_dir / f"{Path(path).stem}.populations.csv"

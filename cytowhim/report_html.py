@@ -68,6 +68,13 @@ def _gate_card(
     """One population: its gate drawn on the parent's events, with caption and QC notes."""
     pop = result.strategy[name]
     gate = result.gates[name]
+    if name in result.failed:  # its gate could not place itself (or its parent's did not)
+        title = display_name(pop.display)
+        return (
+            f'<figure class="card fail"><div class="nogate">{_e(title)}: not gated — '
+            f"{_e(result.failed[name])}</div><figcaption>no count for this population on "
+            "this file; pin its gate in an overrides file after review</figcaption></figure>"
+        )
     n = result.count(name)
     parent_n = result.count(pop.parent) if pop.parent else result.n_events
     pct = 100.0 * n / parent_n if parent_n else math.nan

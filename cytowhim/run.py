@@ -115,6 +115,7 @@ class TubeOutcome:
     membership: dict | None = None
     file_sha256: str = ""
     error: str | None = None
+    failed: dict[str, str] = field(default_factory=dict)  # population -> why it was not gated
 
 
 _PANELS: dict[tuple, Panels] = {}
@@ -153,15 +154,22 @@ def gate_tube(task: TubeTask) -> TubeOutcome:
     rows = []
     for p in strategy:
         base = panels.base_of(task.tube, strategy, p.name)
-        nested, inside = _nesting(strategy, result, p.name, base, counts)
+        gated = p.name not in result.failed and (not base or base not in result.failed)
+        nested, inside = (
+            _nesting(strategy, result, p.name, base, counts) if gated else (False, math.nan)
+        )
+        events = counts[p.name]
         rows.append(
             {
                 "population": ascii_name(p.name),  # 'CD27- B cells' in every output
                 "parent": ascii_name(p.parent or ""),
-                "events": counts[p.name],
+                # a population whose gate failed on this file has no count (NaN)
+                "events": math.nan if events is pd.NA else events,
                 "percent_of_parent": float(parent_pct[p.name]),
                 "base": ascii_name(base),
-                "base_events": counts.get(base, math.nan) if base else math.nan,
+                "base_events": (
+                    math.nan if not base or counts.get(base, pd.NA) is pd.NA else counts[base]
+                ),
                 "nested": nested,
                 "events_in_base": inside,
             }
@@ -169,7 +177,13 @@ def gate_tube(task: TubeTask) -> TubeOutcome:
     notes = [f"{Path(task.file).name}: {n}" for n in result.notes]
     membership = dict(result.masks) if task.save_events else None
     return TubeOutcome(
-        task, pd.DataFrame(rows), notes, result.geometry(), sample.n_events, membership
+        task,
+        pd.DataFrame(rows),
+        notes,
+        result.geometry(),
+        sample.n_events,
+        membership,
+        failed={ascii_name(k): v for k, v in result.failed.items()},
     )
 
 
@@ -447,6 +461,8 @@ def _specimen_records(spec_tubes, outcomes, panels, rules, reference, errors, ha
         if outcome.error:
             errors.append(outcome.error)
             continue
+        for name, why in outcome.failed.items():
+            errors.append(f"{outcome.task.file}: population {name!r} was not gated: {why}")
         rows = outcome.rows.copy()
         for key in ("specimen", "patient", "timepoint", "tube"):
             rows[key] = rec[key]
@@ -461,6 +477,7 @@ def _specimen_records(spec_tubes, outcomes, panels, rules, reference, errors, ha
     table = _absolute(table, spec_tubes, cbc, bases, errors, reporting)
     table = _with_ratios(table)
     table, flags = check_table(table, qc_rules, cbc={first["specimen"]: cbc}, bases=bases)
+    table, flags = _gate_failures(table, flags, ok)
     table, unmatched = reference.annotate(table, reporting=reporting)
     notes = list(table["qc"])
     for i, message in unmatched:
@@ -503,6 +520,32 @@ def _specimen_records(spec_tubes, outcomes, panels, rules, reference, errors, ha
             )
         )
     return records
+
+
+def _gate_failures(table: pd.DataFrame, flags: list, ok: list) -> tuple[pd.DataFrame, list]:
+    """A 'gate_failed' QC fail on every population that was not gated on its file (its gate
+    could not place itself, or a population it depends on was not gated)."""
+    from .qc import QCFlag, add_qc_note
+
+    notes = list(table["qc"])
+    flags = list(flags)
+    for rec, outcome in ok:
+        for name, why in outcome.failed.items():
+            hits = (table["tube"] == rec["tube"]) & (table["population"] == name)
+            flag = QCFlag(
+                str(rec["specimen"]),
+                str(rec["tube"]),
+                name,
+                "gate_failed",
+                "fail",
+                f"not gated on {Path(rec['file']).name}: {why}",
+            )
+            flags.append(flag)
+            for i in hits[hits].index:
+                notes[i] = add_qc_note(notes[i], str(flag))
+    table = table.copy()
+    table["qc"] = notes
+    return table, flags
 
 
 def _with_ratios(table: pd.DataFrame) -> pd.DataFrame:

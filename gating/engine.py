@@ -862,28 +862,39 @@ class _Segment:
                     np.logical_and(inside, parent, out=out)
 
 
+class _NotPlaced(GatingError):
+    """A data-driven gate could not place itself on this sample: its population fails, the rest
+    of the strategy is gated. (Errors in the gates themselves still end the evaluation.)"""
+
+
+def _note(ev: Evaluator, pop: Any, message: object) -> None:
+    """A GatingWarning about one population, kept in the result's notes."""
+    note = f"population {pop.name!r}: {message}"
+    ev.notes.append(note)
+    warnings.warn(f"{ev.sample_name or 'sample'}: {note}", GatingWarning, stacklevel=5)
+
+
 def _whole(ev: Evaluator, pop: Any, masks: dict[str, np.ndarray]) -> Gate:
-    """Evaluate one population on whole columns (data-driven and custom gates)."""
+    """Evaluate one population on whole columns (data-driven and custom gates). A data-driven
+    gate that cannot place itself on this sample raises _NotPlaced (its population fails)."""
     parent = masks[pop.parent] if pop.parent is not None else None
     gate = pop.gate
     idx = None if parent is None else np.flatnonzero(parent)
     if _is_data_driven(gate):
+        failure: GatingError | None = None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", GatingWarning)
             try:
                 gate = gate.resolve(ev.matrix(gate.dimensions, idx))
             except GatingError as exc:
-                where = ev.strategy.source or "the strategy"
-                raise GatingError(
-                    f"{where}: {ev.sample_name or 'the sample'}: population {pop.name!r}: {exc}"
-                ) from None
-        for w in caught:
+                failure = exc
+        for w in caught:  # re-issued outside the recording context
             if issubclass(w.category, GatingWarning):
-                note = f"population {pop.name!r}: {w.message}"
-                ev.notes.append(note)
-                warnings.warn(f"{ev.sample_name or 'sample'}: {note}", GatingWarning, stacklevel=4)
+                _note(ev, pop, w.message)
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if failure is not None:
+            raise _NotPlaced(str(failure)) from None
     inside = ev.inside(gate, idx)
     if idx is None:
         mask = inside.copy()
@@ -903,16 +914,42 @@ def apply_strategy(
     ev.check_dimensions()
     masks: dict[str, np.ndarray] = {}
     applied: dict[str, Gate] = {}
+    failed: dict[str, str] = {}
     pops = list(strategy.populations)
     i = 0
     while i < len(pops):
         if not _is_pointwise(pops[i].gate):
-            applied[pops[i].name] = _whole(ev, pops[i], masks)
+            pop = pops[i]
+            upstream = _failed_upstream(pop, failed)
+            if upstream is not None:
+                failed[pop.name] = upstream
+            else:
+                try:
+                    applied[pop.name] = _whole(ev, pop, masks)
+                except _NotPlaced as exc:
+                    failed[pop.name] = str(exc)
+                    where = f" ({strategy.source})" if strategy.source else ""
+                    _note(ev, pop, f"not gated{where}: {exc}")
+            if pop.name in failed:  # empty, so that what follows runs; never reported
+                masks[pop.name] = np.zeros(ev.n, dtype=bool)
+                applied.setdefault(pop.name, pop.gate)
             i += 1
             continue
         j = i
         while j < len(pops) and _is_pointwise(pops[j].gate):
             j += 1
         _Segment(ev, pops[i:j]).run(masks, applied)
+        for pop in pops[i:j]:
+            upstream = _failed_upstream(pop, failed)
+            if upstream is not None:
+                failed[pop.name] = upstream
         i = j
-    return GatingResult(strategy=strategy, masks=masks, gates=applied, evaluator=ev)
+    return GatingResult(strategy=strategy, masks=masks, gates=applied, evaluator=ev, failed=failed)
+
+
+def _failed_upstream(pop: Any, failed: dict[str, str]) -> str | None:
+    """Why a population cannot be reported: its parent or an operand was not gated."""
+    for ref in (pop.parent, *pop.gate.references()):
+        if ref is not None and ref in failed:
+            return f"{'its parent' if ref == pop.parent else 'population'} {ref!r} was not gated"
+    return None

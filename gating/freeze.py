@@ -47,6 +47,12 @@ def freeze(result: GatingResult, embed_spillover: bool = True) -> Strategy:
         raise GatingError("a result without its sample cannot be frozen (no evaluator)")
     st = result.strategy
     sample_name = _sample_name(ev)
+    if result.failed:
+        listing = "; ".join(f"{n!r}: {why}" for n, why in result.failed.items())
+        raise GatingError(
+            f"{sample_name}: {len(result.failed)} population(s) were not gated, so there is no "
+            f"geometry to freeze for them ({listing}); pin their gates (overrides) first"
+        )
     notes = [f"frozen on {sample_name}: the gates as applied to it"]
     notes += [f"when applied: {n}" for n in ev.notes]
 

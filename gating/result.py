@@ -28,6 +28,10 @@ class GatingResult:
     masks: dict[str, np.ndarray]
     gates: dict[str, Gate]
     evaluator: Evaluator | None = field(default=None, repr=False)
+    failed: dict[str, str] = field(default_factory=dict)
+    """Population name -> why it has no count: its data-driven gate could not place itself on
+    this sample (no valley, no cluster ...), or a population it depends on was not gated. The
+    rest of the strategy is gated as usual."""
 
     @property
     def notes(self) -> list[str]:
@@ -51,8 +55,16 @@ class GatingResult:
         return 0 if self.evaluator is None else self.evaluator.n
 
     def mask(self, name: str) -> np.ndarray:
-        """Bool array over all events for a population: its name (Gating-ML gate id) or path."""
-        return self.masks[self.strategy.resolve_name(name)]
+        """Bool array over all events for a population: its name (Gating-ML gate id) or path.
+        A population that was not gated (see ``failed``) raises GatingError saying why."""
+        key = self.strategy.resolve_name(name)
+        if key in self.failed:
+            from .errors import GatingError
+
+            raise GatingError(
+                f"population {key!r} was not gated on this sample: {self.failed[key]}"
+            )
+        return self.masks[key]
 
     def count(self, name: str) -> int:
         return int(np.count_nonzero(self.mask(name)))
@@ -62,11 +74,14 @@ class GatingResult:
         import pandas as pd
 
         st = self.strategy
-        return pd.Series(
-            {st.path(p.name): int(np.count_nonzero(self.masks[p.name])) for p in st.populations},
-            name="count",
-            dtype="int64",
-        )
+        counts = {
+            st.path(p.name): None
+            if p.name in self.failed
+            else int(np.count_nonzero(self.masks[p.name]))
+            for p in st.populations
+        }
+        # populations that were not gated have no count (<NA>, nullable Int64)
+        return pd.Series(counts, name="count", dtype="Int64" if self.failed else "int64")
 
     def stats(self, medians: bool = False) -> pd.DataFrame:
         """One row per population: path, name, parent, count, percent of parent, percent of all.
@@ -82,19 +97,24 @@ class GatingResult:
         for p in st.populations:
             n = int(np.count_nonzero(self.masks[p.name]))
             parent_n = int(np.count_nonzero(self.masks[p.parent])) if p.parent else total
-            rows.append(
-                {
-                    "population": st.path(p.name),
-                    "name": p.name,
-                    "parent": st.path(p.parent) if p.parent else "",
-                    "gate": type(self.gates[p.name]).kind,
-                    "count": n,
-                    "percent_of_parent": 100.0 * n / parent_n if parent_n else float("nan"),
-                    "percent_of_total": 100.0 * n / total if total else float("nan"),
-                    "pinned": st.pins.get(p.name, ""),
-                }
-            )
+            row = {
+                "population": st.path(p.name),
+                "name": p.name,
+                "parent": st.path(p.parent) if p.parent else "",
+                "gate": type(self.gates[p.name]).kind,
+                "count": n,
+                "percent_of_parent": 100.0 * n / parent_n if parent_n else float("nan"),
+                "percent_of_total": 100.0 * n / total if total else float("nan"),
+                "pinned": st.pins.get(p.name, ""),
+            }
+            if self.failed:
+                row["failed"] = self.failed.get(p.name, "")
+                if p.name in self.failed:
+                    row |= {"count": None, "percent_of_parent": np.nan, "percent_of_total": np.nan}
+            rows.append(row)
         frame = pd.DataFrame(rows)
+        if self.failed:  # populations that were not gated: no count (<NA>), 'failed' says why
+            frame["count"] = frame["count"].astype("Int64")
         if medians and self.evaluator is not None:
             frame = frame.join(self._medians(frame["name"].tolist()))
         return frame
@@ -139,6 +159,8 @@ class GatingResult:
             }
             if p.name in self.strategy.pins:
                 out[self.strategy.path(p.name)]["pinned"] = self.strategy.pins[p.name]
+            if p.name in self.failed:
+                out[self.strategy.path(p.name)]["failed"] = self.failed[p.name]
         return out
 
     def frozen(self, embed_spillover: bool = True) -> Strategy:

@@ -74,7 +74,7 @@ def _write(tmp_path, text, name):
     return path
 
 
-def test_no_valley_without_fallback_is_an_error_naming_the_gate(tmp_path):
+def test_no_valley_without_fallback_fails_that_population_naming_the_gate(tmp_path):
     sample, _ = _tube()
     path = _write(
         tmp_path,
@@ -86,11 +86,64 @@ def test_no_valley_without_fallback_is_an_error_naming_the_gate(tmp_path):
     """,
         "s.yaml",
     )
-    with pytest.raises(GatingError) as info:
-        Strategy.load(path).apply(sample)
-    msg = str(info.value)
+    with pytest.warns(GatingWarning) as caught:
+        result = Strategy.load(path).apply(sample)
+    msg = " ".join(str(w.message) for w in caught)
     assert "s.yaml" in msg and "sim_T.fcs" in msg and "'CD3 split'" in msg
-    assert "no density valley for CD3" in msg
+    assert "no density valley for CD3" in result.failed["CD3 split"]
+    assert result.counts().isna().tolist() == [True]
+    with pytest.raises(GatingError, match="'CD3 split' was not gated.*no density valley"):
+        result.count("CD3 split")
+
+
+def test_a_failed_gate_leaves_the_rest_of_the_tube_reported(tmp_path):
+    """Issue 12: one gate that finds no valley used to abort the whole sample. Now it fails its
+    population, the descendants and booleans over it; every other population is gated as if the
+    failing one were not in the strategy."""
+    sample, _ = _tube()
+    good = """
+        transforms: {fluor: {logicle: {T: 262144, W: 0.5, M: 4.5, A: 0}}}
+        populations:
+          - name: lymphs
+            gate: {rectangle: {dimensions: [FSC-A, SSC-A], min: [30000, 0], max: [90000, 30000]}}
+          - name: CD3+
+            parent: lymphs
+            gate: {threshold: {dimension: CD3, transform: fluor, search: [0.3, 0.75]}}
+          - name: CD4+
+            parent: CD3+
+            gate: {threshold: {dimension: CD4, transform: fluor, search: [0.3, 0.75]}}
+    """
+    bad = """
+          - name: CD8 (no valley here)
+            parent: CD3+
+            gate: {threshold: {dimension: CD8, transform: fluor, search: [0.95, 0.99]}}
+          - name: CD8 child
+            parent: CD8 (no valley here)
+            gate: {rectangle: {dimensions: [CD4], transform: fluor, min: [0.5], max: [null]}}
+          - name: CD4 or CD8
+            parent: CD3+
+            gate: {or: [CD4+, CD8 (no valley here)]}
+          - name: after
+            parent: CD4+
+            gate: {quantile: {dimension: SSC-A, lower: 0.1, upper: 0.9}}
+    """
+    reference = Strategy.load(_write(tmp_path, good, "good.yaml")).apply(sample).counts()
+    with pytest.warns(GatingWarning, match="'CD8 \\(no valley here\\)': not gated"):
+        result = Strategy.load(_write(tmp_path, good + bad, "bad.yaml")).apply(sample)
+    counts = result.counts()
+    for path, n in reference.items():
+        assert counts[path] == n  # lymphs, CD3+, CD4+ as without the failing gate
+    assert counts["lymphs/CD3+/CD4+/after"] > 0
+    assert set(result.failed) == {"CD8 (no valley here)", "CD8 child", "CD4 or CD8"}
+    assert "no density valley for CD8" in result.failed["CD8 (no valley here)"]
+    assert result.failed["CD8 child"] == "its parent 'CD8 (no valley here)' was not gated"
+    assert result.failed["CD4 or CD8"] == "population 'CD8 (no valley here)' was not gated"
+    table = result.stats()
+    row = table.set_index("name").loc["CD8 child"]
+    assert row["count"] is pd.NA and np.isnan(row["percent_of_parent"])
+    assert table.set_index("name").loc["CD4+", "failed"] == ""
+    with pytest.raises(GatingError, match="not gated"):
+        result.frozen()
 
 
 def test_fallback_is_used_and_reported(tmp_path):

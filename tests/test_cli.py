@@ -7,9 +7,11 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 
 from cytowhim.cli import main
+from cytowhim.resources import data_path
 
 from .conftest import CORPUS, REPO
 
@@ -257,3 +259,33 @@ def test_gate_bad_strategy_is_usage_error(tmp_path, capsys):
     bad.write_text("populations: []")
     assert main(["gate", str(DATA1), "--strategy", str(bad)]) == 2
     assert "bad.yaml" in capsys.readouterr().err
+
+
+def test_gate_prints_every_population_and_marks_a_failed_gate(tmp_path, capsys):
+    """Issue 12: a gate that finds no valley fails its population; the table still lists the
+    others, the failed row says NOT GATED, stderr says why, and the exit code is 1."""
+    strategy = tmp_path / "s.yaml"
+    strategy.write_text(
+        "transforms: {fluor: {logicle: {T: 262144, W: 0.5, M: 4.5, A: 0}}}\n"
+        "populations:\n"
+        "  - name: CD3+\n"
+        "    gate: {threshold: {dimension: CD3, transform: fluor, search: [0.3, 0.75]}}\n"
+        "  - name: CD4 (no valley)\n"
+        "    parent: CD3+\n"
+        "    gate: {threshold: {dimension: CD4, transform: fluor, search: [0.97, 0.99]}}\n"
+        "  - name: CD8+\n"
+        "    parent: CD3+\n"
+        "    gate: {threshold: {dimension: CD8, transform: fluor, search: [0.3, 0.75]}}\n",
+        encoding="utf-8",
+    )
+    example = str(data_path("examples", "example_tbnk.fcs"))
+    assert main(["gate", example, "--strategy", str(strategy)]) == 1
+    out, err = capsys.readouterr()
+    lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.strip().startswith("CD3+")}
+    assert "NOT GATED" in lines["CD3+/CD4"] and lines["CD3+/CD8+"].split()[4].isdigit()
+    assert "population 'CD4 (no valley)' was not gated: no density valley for CD4" in err
+    csv_dir = tmp_path / "out"
+    assert main(["gate", example, "--strategy", str(strategy), "--out", str(csv_dir)]) == 1
+    table = pd.read_csv(csv_dir / "example_tbnk.populations.csv", keep_default_na=False)
+    row = table.set_index("name").loc["CD4 (no valley)"]
+    assert row["count"] == "" and row["failed"].startswith("no density valley for CD4")

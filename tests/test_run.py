@@ -89,6 +89,60 @@ def test_broken_inputs_are_named_and_the_rest_finishes(specimens, tmp_path, caps
     assert {"P1-baseline", "P2-baseline", "P3-baseline"} <= set(table.specimen)
 
 
+def test_a_gate_that_fails_fails_its_populations_not_the_tube(specimens, tmp_path, capsys):
+    """Issue 12: a CD8 naive gate that finds no valley (searched where there is none) used to
+    lose the whole T tube. Now CD8 naive and its subsets have no count, a 'gate_failed' QC fail
+    and a line in errors.csv (exit 1); every other population is counted as in a normal run."""
+    text = data_path("strategies", "T.yaml").read_text(encoding="utf-8")
+    old = "  - name: CD8 naive\n    parent: CD8+ T cells\n    gate: {threshold: {dimension: CD45RA"
+    assert old in text
+    broken = text.replace(
+        old + ", transform: fluor, search: [0.3, 0.75]}}",
+        old + ", transform: fluor, search: [0.97, 0.99]}}",
+    )
+    assert broken != text
+    (tmp_path / "T.yaml").write_text(broken, encoding="utf-8")
+    m = pd.read_csv(specimens / "manifest.csv")
+    m = m[m.patient == "P1"].assign(file=lambda d: [str(specimens / f) for f in d.file])
+    m.to_csv(tmp_path / "manifest.csv", index=False)  # P1 baseline and peak: 2 T tubes
+    normal, out = tmp_path / "normal", tmp_path / "out"
+    assert main(["run", str(tmp_path / "manifest.csv"), "--out", str(normal), "--quiet"]) == 0
+    code = main(
+        [
+            "run",
+            str(tmp_path / "manifest.csv"),
+            "--out",
+            str(out),
+            "--quiet",
+            "--strategy",
+            f"T={tmp_path / 'T.yaml'}",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "population 'CD8 naive' was not gated: no density valley for CD45RA" in err
+    errors = pd.read_csv(out / "errors.csv")["error"]
+    assert errors.str.contains("population 'CD8 naive' was not gated", regex=False).sum() == 2
+    assert errors.str.contains("'CD8 TEMRA' was not gated: its parent 'CD8 naive'").sum() == 2
+    a = pd.read_csv(normal / "populations.csv", keep_default_na=False)
+    b = pd.read_csv(out / "populations.csv", keep_default_na=False)
+    lost = {"CD8 naive", "CD8 naive (CD45RA+CCR7+)", "CD8 TEMRA"}
+    hit = b.population.isin(lost) & (b.tube == "T")
+    assert hit.sum() == 6
+    assert (b.loc[hit, "events"] == "").all() and (b.loc[hit, "qc_status"] == "fail").all()
+    assert b.loc[hit, "qc"].str.contains("fail gate_failed: not gated on").all()
+    keep = ["specimen", "tube", "population", "events", "absolute_per_uL"]
+    same = a[~(a.population.isin(lost) & (a.tube == "T"))][keep].reset_index(drop=True)
+    other = b[~hit][keep].reset_index(drop=True)
+    pd.testing.assert_frame_equal(same, other)
+    flags = pd.read_csv(out / "qc_flags.csv")
+    assert (flags.rule == "gate_failed").sum() == 6
+    # the report shows the failed populations as such, and draws the others
+    assert main(["report", str(out), "--quiet"]) == 0
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert html.count("CD8 naive: not gated") == 2 and html.count("CD8 TEMRA: not gated") == 2
+
+
 def test_missing_manifest_is_usage_error(tmp_path, capsys):
     assert main(["run", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o")]) == 2
     assert "none.csv: manifest not found" in capsys.readouterr().err
