@@ -24,13 +24,19 @@ def _warn(message: str) -> None:
     warnings.warn(message, GatingWarning, stacklevel=3)
 
 
-def smoothed_density(x: np.ndarray, lo: float, hi: float, bins: int = 256, sigma_bins: float = 3.0):
+def smoothed_density(
+    x: np.ndarray, lo: float, hi: float, bins: int = 256, sigma_bins: float = 3.0
+) -> tuple[np.ndarray, np.ndarray]:
     """(bin centres, histogram density smoothed with a Gaussian kernel) of x on [lo, hi]."""
     counts, edges = np.histogram(x, bins=bins, range=(lo, hi))
-    radius = int(4 * sigma_bins)
+    radius = max(1, min(int(4 * sigma_bins), bins // 2 - 1))  # the kernel within the histogram
     k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma_bins) ** 2)
     density = np.convolve(counts.astype(np.float64), k / k.sum(), mode="same")
     return (edges[:-1] + edges[1:]) / 2, density
+
+
+PREFERENCES = ("deepest", "lowest", "highest")
+NO_VALLEY = ("fail", "fallback", "mixture")
 
 
 def find_valley(
@@ -40,48 +46,86 @@ def find_valley(
     min_side_fraction: float = 0.002,
     depth: float = 0.5,
     prefer: str = "deepest",
+    bandwidth: float | None = None,
+    peaks: int | None = None,
 ) -> float | None:
     """The density valley between a negative and a positive population within ``search``.
 
-    Picks the point in ``search`` where the smoothed density is lowest relative to the highest
-    density on each side of it. Returns None when there is no valley: less than
-    ``min_side_fraction`` of the events on one side, or the dip is not below ``depth`` times the
-    lower of the two side peaks. With several valleys, ``prefer`` picks the deepest, the lowest
-    (leftmost) or the highest one.
+    x: the parent's values on the gate's scale (events,). The density is a 256-bin histogram over
+    the central 99.9 % of x smoothed with a Gaussian of ``bandwidth`` (scale units; None: 3 bins).
+    A point is a valley when its density is at most ``depth`` times the lower of the highest
+    densities on its two sides (0.5: half as high; 0.8 accepts shallow dips). ``peaks``: how many
+    populations the parent holds (e.g. 3 for CD4 negative / dim / bright); the valleys are then
+    the minima between the ``peaks`` highest density maxima, and the depth rule applies to them.
+    With several valleys, ``prefer`` picks the deepest, the lowest (leftmost) or the highest one.
+    Returns None when there is no valley, or when less than ``min_side_fraction`` of the events
+    lie on one side of it.
     """
+    if prefer not in PREFERENCES:
+        raise GatingError(f"valley preference must be deepest, lowest or highest, got {prefer!r}")
+    if not 0 < depth <= 1:
+        raise GatingError(f"valley depth must be in (0, 1], got {depth}")
+    if bandwidth is not None and not bandwidth > 0:
+        raise GatingError(f"valley bandwidth must be > 0 (scale units), got {bandwidth}")
+    if peaks is not None and peaks < 2:
+        raise GatingError(f"a valley needs at least 2 peaks, got {peaks}")
     x = x[np.isfinite(x)]
     if x.size < 50:
         return None
     lo, hi = (float(v) for v in np.quantile(x, [0.0005, 0.9995]))
     if hi <= lo:
         return None
-    centres, dens = smoothed_density(x, lo, hi)
+    bins = 256
+    sigma = 3.0 if bandwidth is None else bandwidth / ((hi - lo) / bins)
+    centres, dens = smoothed_density(x, lo, hi, bins, sigma)
     left = np.maximum.accumulate(dens)
     right = np.maximum.accumulate(dens[::-1])[::-1]
     with np.errstate(divide="ignore", invalid="ignore"):
         score = dens / np.minimum(left, right)
     ok = (centres >= search[0]) & (centres <= search[1]) & np.isfinite(score) & (score <= depth)
+    if peaks is not None:
+        ok &= _between_peaks(dens, peaks)
     inside = np.flatnonzero(ok)
     if inside.size == 0:
         return None
     if prefer in ("lowest", "highest"):
         runs = np.split(inside, np.flatnonzero(np.diff(inside) > 1) + 1)
         inside = runs[0] if prefer == "lowest" else runs[-1]
-    elif prefer != "deepest":
-        raise GatingError(f"valley preference must be deepest, lowest or highest, got {prefer!r}")
     k = inside[np.argmin(score[inside])]
-    threshold = float(centres[k])
+    # an empty gap between the populations is a run of equally low bins: cut in its middle
+    flat = inside[score[inside] <= score[k] + 1e-12]
+    runs = np.split(flat, np.flatnonzero(np.diff(flat) > 1) + 1)
+    run = next(r for r in runs if k in r)
+    threshold = float(centres[run[len(run) // 2]]) if run.size > 1 else float(centres[k])
     below = np.count_nonzero(x < threshold) / x.size
     if min(below, 1 - below) < min_side_fraction:
         return None
     return threshold
 
 
+def _between_peaks(dens: np.ndarray, peaks: int) -> np.ndarray:
+    """Bins at the density minimum between consecutive ones of the ``peaks`` highest local
+    maxima (all False when the density has fewer maxima)."""
+    interior = (dens[1:-1] > dens[:-2]) & (dens[1:-1] >= dens[2:])
+    maxima = np.flatnonzero(interior) + 1
+    out = np.zeros(dens.size, dtype=bool)
+    if maxima.size < peaks:
+        return out
+    top = np.sort(maxima[np.argsort(dens[maxima])[::-1][:peaks]])
+    for a, b in zip(top[:-1], top[1:]):
+        out[a + int(np.argmin(dens[a : b + 1]))] = True
+    return out
+
+
 @dataclass(frozen=True)
 class ThresholdGate(Gate):
     """Marker + or − split at the density valley of the parent's events, searched within
-    ``search`` (on the dimension's scale). ``fallback``: the threshold to use (with a warning)
-    when there is no valley; without one, no valley is an error."""
+    ``search`` (on the dimension's scale); ``depth``, ``bandwidth``, ``peaks`` and ``prefer`` as
+    in :func:`find_valley`. When there is no valley, ``no_valley`` says what to do: ``'fail'``
+    (the population is not gated on this sample), ``'fallback'`` (cut at ``fallback``) or
+    ``'mixture'`` (cut where the posteriors of a two-component Gaussian mixture fitted to the
+    values in ``search`` cross); the choice is recorded in the result's notes. Without
+    ``no_valley``: 'fallback' when a fallback is given, else 'fail'."""
 
     kind: ClassVar[str] = "threshold"
     dimensions: tuple[Dimension, ...]
@@ -89,22 +133,63 @@ class ThresholdGate(Gate):
     search: tuple[float, float] = (0.2, 0.8)
     fallback: float | None = None
     prefer: str = "deepest"
+    depth: float = 0.5
+    bandwidth: float | None = None
+    peaks: int | None = None
+    no_valley: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.prefer not in PREFERENCES:
+            raise GatingError(
+                f"valley preference must be one of {', '.join(PREFERENCES)}, got {self.prefer!r}"
+            )
+        if self.no_valley is not None and self.no_valley not in NO_VALLEY:
+            raise GatingError(
+                f"no_valley must be one of {', '.join(NO_VALLEY)}, got {self.no_valley!r}"
+            )
+        if self.no_valley == "fallback" and self.fallback is None:
+            raise GatingError("no_valley: fallback needs a fallback threshold")
+        if not (self.search[0] < self.search[1]) or not np.all(np.isfinite(self.search)):
+            raise GatingError(
+                f"threshold search must be [low, high] with low < high: {self.search}"
+            )
+
+    def threshold(self, x: np.ndarray) -> float:
+        """The cut on ``x`` (the parent's values on the gate's scale)."""
+        dim = self.dimensions[0]
+        t = find_valley(
+            x,
+            self.search,
+            prefer=self.prefer,
+            depth=self.depth,
+            bandwidth=self.bandwidth,
+            peaks=self.peaks,
+        )
+        if t is not None:
+            return t
+        how = self.no_valley or ("fallback" if self.fallback is not None else "fail")
+        where = f"no density valley for {dim.name} between {self.search[0]} and {self.search[1]}"
+        if how == "mixture":
+            from .clusters import mixture_cut
+
+            cut = mixture_cut(x, self.search)
+            if cut is None:
+                raise GatingError(
+                    f"{where} in {x.shape[0]} events, and no two-component mixture separates "
+                    "them there either"
+                )
+            _warn(f"{where}: cut where a two-component mixture's posteriors cross, at {cut:.4g}")
+            return cut
+        if how == "fallback":
+            _warn(f"{where}: used the fallback threshold {self.fallback}")
+            return float(self.fallback)  # type: ignore[arg-type]
+        raise GatingError(
+            f"{where} in {x.shape[0]} events: the negative and positive populations do not "
+            "separate here; give the gate a fallback or pin it"
+        )
 
     def resolve(self, values: np.ndarray) -> RectangleGate:
-        dim = self.dimensions[0]
-        t = find_valley(values[:, 0], self.search, prefer=self.prefer)
-        if t is None:
-            if self.fallback is None:
-                raise GatingError(
-                    f"no density valley for {dim.name} between {self.search[0]} and "
-                    f"{self.search[1]} in {values.shape[0]} events: the negative and positive "
-                    "populations do not separate here; give the gate a fallback or pin it"
-                )
-            _warn(
-                f"no density valley for {dim.name} in {self.search}: used the fallback "
-                f"threshold {self.fallback}"
-            )
-            t = self.fallback
+        t = self.threshold(values[:, 0])
         bounds = ((t,), (None,)) if self.positive else ((None,), (t,))
         return RectangleGate(self.dimensions, *bounds)
 
@@ -117,32 +202,71 @@ class ThresholdGate(Gate):
             "search": list(self.search),
             "fallback": self.fallback,
             "prefer": self.prefer,
+            "depth": self.depth,
+            "bandwidth": self.bandwidth,
+            "peaks": self.peaks,
+            "no_valley": self.no_valley,
         }
+
+    def options(self) -> dict[str, Any]:
+        """The valley options that differ from the defaults (for YAML)."""
+        out: dict[str, Any] = {}
+        if self.depth != 0.5:
+            out["depth"] = self.depth
+        for key in ("bandwidth", "peaks", "no_valley"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
 
 
 @dataclass(frozen=True)
 class QuadrantThresholds(Gate):
-    """One quadrant of a two-marker split at each marker's density valley (x then y sign)."""
+    """One quadrant of a two-marker split at each marker's density valley (x then y sign).
+    ``per_half``: the y cut is found among the events on this quadrant's side of the x cut
+    (e.g. CD38hi among CD24hi B cells: a corner gate), not among all the parent's events.
+    ``valley``: threshold options for both markers (depth, bandwidth, peaks, prefer,
+    no_valley; see :class:`ThresholdGate`)."""
 
     kind: ClassVar[str] = "auto_quadrant"
     dimensions: tuple[Dimension, ...]
     signs: str = "+-"
     search: tuple[tuple[float, float], tuple[float, float]] = ((0.2, 0.8), (0.2, 0.8))
     fallback: tuple[float | None, float | None] = (None, None)
+    per_half: bool = False
+    valley: tuple[tuple[str, Any], ...] = ()
+
+    def _axis(self, k: int) -> ThresholdGate:
+        return ThresholdGate(
+            (self.dimensions[k],),
+            self.signs[k] == "+",
+            tuple(self.search[k]),
+            self.fallback[k],
+            **dict(self.valley),
+        )
 
     def resolve(self, values: np.ndarray) -> RectangleGate:
-        mins: list[float | None] = []
-        maxs: list[float | None] = []
-        for k, sign in enumerate(self.signs):
-            half = ThresholdGate(
-                (self.dimensions[k],), sign == "+", tuple(self.search[k]), self.fallback[k]
-            ).resolve(values[:, k : k + 1])
-            mins.append(half.mins[0])
-            maxs.append(half.maxs[0])
-        return RectangleGate(self.dimensions, tuple(mins), tuple(maxs))
+        x_gate = self._axis(0).resolve(values[:, 0:1])
+        y_values = values[:, 1]
+        if self.per_half:
+            y_values = y_values[x_gate.contains(values[:, 0:1])]
+        y_gate = self._axis(1).resolve(y_values[:, None])
+        return RectangleGate(
+            self.dimensions,
+            (x_gate.mins[0], y_gate.mins[0]),
+            (x_gate.maxs[0], y_gate.maxs[0]),
+        )
 
     def contains(self, values: np.ndarray) -> np.ndarray:
         return self.resolve(values).contains(values)
+
+    def geometry(self) -> dict[str, Any]:
+        return {
+            "signs": self.signs,
+            "search": [list(v) for v in self.search],
+            "fallback": list(self.fallback),
+            "per_half": self.per_half,
+            **dict(self.valley),
+        }
 
 
 @dataclass(frozen=True)
@@ -199,162 +323,97 @@ class QuantileGate(Gate):
         return self.resolve(values).contains(values)
 
 
+TAIL_SIDES = ("upper", "lower")
+
+
 @dataclass(frozen=True)
 class TailGate(Gate):
-    """The bright tail: events above median + ``k`` robust SDs of the parent's main (negative)
-    population."""
+    """A tail beyond the parent's main population, or the main population without it.
+
+    The main population is the density peak of the parent's values (its mode) with a spread
+    measured on the side away from the tail (robust SD of the half that the tail does not
+    touch, so a large tail does not widen it). The cut lies ``k`` SDs beyond the mode on
+    ``side`` ('upper': bright tail, 'lower': dim tail), or, with ``quantile``, at that quantile
+    of a normal population with the main population's mode and spread (0.99: 1 % of the main
+    population falls past the cut). ``keep='tail'`` keeps the events past the cut; ``'rest'``
+    keeps the others: e.g. live cells as the viability dye's main (negative) population without
+    its bright tail, ``{tail: {dimension: LiveDead, side: upper, k: 3, keep: rest}}``."""
 
     kind: ClassVar[str] = "tail"
     dimensions: tuple[Dimension, ...]
     k: float = 3.0
+    side: str = "upper"
+    quantile: float | None = None
+    keep: str = "tail"
 
-    def resolve(self, values: np.ndarray) -> RectangleGate:
-        x = values[:, 0][np.isfinite(values[:, 0])]
+    def __post_init__(self) -> None:
+        if self.side not in TAIL_SIDES:
+            raise GatingError(f"tail side must be 'upper' or 'lower', got {self.side!r}")
+        if self.keep not in ("tail", "rest"):
+            raise GatingError(f"tail keep must be 'tail' or 'rest', got {self.keep!r}")
+        if self.quantile is not None and not 0.5 < self.quantile < 1:
+            raise GatingError(f"tail quantile must be between 0.5 and 1, got {self.quantile}")
+        if not (np.isfinite(self.k) and self.k > 0):
+            raise GatingError(f"tail k must be a positive number of SDs, got {self.k}")
+
+    def cut(self, x: np.ndarray) -> float:
+        """Where the tail starts on ``x`` (the parent's values on the gate's scale)."""
+        x = x[np.isfinite(x)]
         if x.size < 20:
             raise GatingError(f"tail gate on {self.dimensions[0].name}: only {x.size} events")
-        med = float(np.median(x))
-        mad = float(np.median(np.abs(x - med))) * 1.4826
-        return RectangleGate(self.dimensions, (med + self.k * mad,), (None,))
+        lo, hi = (float(v) for v in np.quantile(x, [0.0005, 0.9995]))
+        if hi > lo:
+            centres, dens = smoothed_density(x, lo, hi)
+            mode = float(centres[int(np.argmax(dens))])
+        else:
+            mode = float(np.median(x))
+        away = x[x <= mode] if self.side == "upper" else x[x >= mode]
+        spread = float(np.median(np.abs(away - mode))) * 1.4826 if away.size else 0.0
+        if spread == 0:
+            spread = float(np.median(np.abs(x - np.median(x)))) * 1.4826
+        if self.quantile is not None:
+            from statistics import NormalDist
 
-    def contains(self, values: np.ndarray) -> np.ndarray:
-        return self.resolve(values).contains(values)
+            z = NormalDist().inv_cdf(self.quantile)
+        else:
+            z = self.k
+        return mode + z * spread if self.side == "upper" else mode - z * spread
 
-
-@dataclass(frozen=True)
-class MixtureRegion(Gate):
-    """Concrete region of a Gaussian mixture fitted to log-scaled values: events whose most
-    probable component is one of ``chosen`` and which lie within ``max_distance2`` (squared
-    Mahalanobis) of that component."""
-
-    kind: ClassVar[str] = "mixture"
-    dimensions: tuple[Dimension, ...]
-    weights: tuple[float, ...]
-    means: tuple[tuple[float, ...], ...]  # of log10(values)
-    covariances: tuple[tuple[tuple[float, ...], ...], ...]
-    chosen: tuple[int, ...]
-    max_distance2: float
-
-    def contains(self, values: np.ndarray) -> np.ndarray:
-        x = _log_scatter(values)
-        if x.shape[0] == 0:
-            return np.zeros(0, dtype=bool)
-        k = len(self.weights)
-        logp = np.empty((x.shape[0], k))
-        d2 = np.empty((x.shape[0], k))
-        for j, (w, mu, cov) in enumerate(zip(self.weights, self.means, self.covariances)):
-            cov = np.asarray(cov)
-            d = x - np.asarray(mu)
-            d2[:, j] = np.einsum("ij,jk,ik->i", d, np.linalg.inv(cov), d)
-            logp[:, j] = np.log(w) - 0.5 * (d2[:, j] + np.log(np.linalg.det(cov)))
-        best = np.argmax(logp, axis=1)
-        inside = np.isin(best, self.chosen)
-        return inside & (d2[np.arange(x.shape[0]), best] <= self.max_distance2)
-
-    def geometry(self) -> dict[str, Any]:
-        return {
-            "scale": "log10",
-            "weights": list(self.weights),
-            "means": [list(m) for m in self.means],
-            "covariances": [[list(r) for r in c] for c in self.covariances],
-            "chosen": list(self.chosen),
-            "max_distance2": self.max_distance2,
-        }
-
-
-def _log_scatter(values: np.ndarray) -> np.ndarray:
-    return np.log10(np.clip(np.asarray(values, dtype=np.float64), 1.0, None))
-
-
-_FITS: dict[tuple, Any] = {}
-
-
-def _fit_mixture(x: np.ndarray, components: int, seed: int, sample_size: int):
-    """A GaussianMixture fitted to (a random subsample of) x; sibling gates on the same parent
-    events (lymphocytes, monocytes, granulocytes) share one fit."""
-    import hashlib
-
-    from sklearn.mixture import GaussianMixture
-
-    key = (
-        hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest(),
-        x.shape,
-        components,
-        seed,
-        sample_size,
-    )
-    if key in _FITS:
-        return _FITS[key]
-    rng = np.random.default_rng(seed)
-    fit_on = (
-        x if x.shape[0] <= sample_size else x[rng.choice(x.shape[0], sample_size, replace=False)]
-    )
-    gm = GaussianMixture(
-        components, covariance_type="full", random_state=seed, n_init=1, reg_covar=1e-4
-    )
-    gm.fit(fit_on)
-    if len(_FITS) > 16:
-        _FITS.clear()
-    _FITS[key] = gm
-    return gm
-
-
-@dataclass(frozen=True)
-class ScatterClusterGate(Gate):
-    """A scatter population (lymphocytes, monocytes, granulocytes) as the clusters of a Gaussian
-    mixture (scikit-learn, on log scatter) fitted to the parent's events.
-
-    ``targets`` are the expected centres of this population and its siblings (in the dimensions'
-    units); each fitted cluster belongs to the nearest target (by log-ratio distance, so drift of
-    ±30 % is fine) if it is within ``max_offset`` of it; this population is ``targets[index]``.
-    """
-
-    kind: ClassVar[str] = "scatter_cluster"
-    dimensions: tuple[Dimension, ...]
-    targets: tuple[tuple[float, ...], ...]
-    index: int = 0
-    components: int = 6
-    max_distance2: float = 16.0
-    max_offset: float = 0.35  # log10 distance: 0.35 = a factor of about 2.2
-    required: bool = True  # False: no cluster here means an empty population (with a warning)
-    seed: int = 0
-    sample_size: int = 20_000
-
-    def resolve(self, values: np.ndarray) -> MixtureRegion:
-        x = _log_scatter(values[np.all(np.isfinite(values), axis=1)])
-        if x.shape[0] < 10 * self.components:
-            raise GatingError(
-                f"scatter cluster gate: only {x.shape[0]} events to fit {self.components} clusters"
-            )
-        gm = _fit_mixture(x, self.components, self.seed, self.sample_size)
-        targets = _log_scatter(np.asarray(self.targets, dtype=np.float64))
-        dist = np.linalg.norm(gm.means_[:, None, :] - targets[None, :, :], axis=2)
-        owner = np.argmin(dist, axis=1)
-        mine = (owner == self.index) & (dist[:, self.index] <= self.max_offset)
-        if not mine.any():
-            names = ", ".join(d.name for d in self.dimensions)
-            nearest = int(np.argmin(dist[:, self.index]))
-            message = (
-                f"scatter cluster gate: no cluster near {list(self.targets[self.index])} on "
-                f"({names}); the nearest centre is {np.round(10 ** gm.means_[nearest]).tolist()}"
-            )
-            if self.required:
-                raise GatingError(message)
-            _warn(f"{message}: population left empty")
-        return MixtureRegion(
-            self.dimensions,
-            tuple(float(w) for w in gm.weights_),
-            tuple(tuple(float(v) for v in m) for m in gm.means_),
-            tuple(tuple(tuple(float(v) for v in r) for r in c) for c in gm.covariances_),
-            tuple(int(j) for j in np.flatnonzero(mine)),
-            self.max_distance2,
-        )
+    def resolve(self, values: np.ndarray) -> RectangleGate:
+        c = self.cut(values[:, 0])
+        above = (self.side == "upper") == (self.keep == "tail")
+        bounds = ((c,), (None,)) if above else ((None,), (c,))
+        return RectangleGate(self.dimensions, *bounds)
 
     def contains(self, values: np.ndarray) -> np.ndarray:
         return self.resolve(values).contains(values)
 
     def geometry(self) -> dict[str, Any]:
-        return {
-            "targets": [list(t) for t in self.targets],
-            "index": self.index,
-            "components": self.components,
-        }
+        return {"side": self.side, "k": self.k, "quantile": self.quantile, "keep": self.keep}
+
+
+# Gates that resolve from mixtures live in gating.clusters; they are importable from here too.
+from .clusters import (  # noqa: E402
+    ClusterGate,
+    MixtureCutGate,
+    MixtureRegion,
+    ScatterClusterGate,
+    _fit_mixture,
+    _log_scatter,
+)
+
+__all__ = [
+    "ClusterGate",
+    "MixtureCutGate",
+    "MixtureRegion",
+    "QuadrantThresholds",
+    "QuantileGate",
+    "ScatterClusterGate",
+    "SingletGate",
+    "TailGate",
+    "ThresholdGate",
+    "find_valley",
+    "smoothed_density",
+    "_fit_mixture",
+    "_log_scatter",
+]

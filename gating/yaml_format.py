@@ -60,7 +60,31 @@ _GATE_KEYS = (
     "scatter_cluster",
     "quantile",
     "tail",
+    "mixture_cut",
+    "cluster",
+    "corner",
 )
+
+# the keys each data-driven gate takes (a typo is an error, not a silent default)
+_VALLEY_KEYS = {"depth", "bandwidth", "peaks", "prefer", "no_valley"}
+_ADAPTIVE_KEYS = {
+    "threshold": {"dimension", "transform", "sign", "search", "fallback"} | _VALLEY_KEYS,
+    "singlets": {"area", "height", "transform", "width"},
+    "scatter_cluster": {
+        "x",
+        "y",
+        "transform",
+        "target",
+        "components",
+        "max_distance2",
+        "max_offset",
+    },
+    "quantile": {"dimension", "transform", "lower", "upper"},
+    "tail": {"dimension", "transform", "k", "side", "quantile", "keep"},
+    "mixture_cut": {"dimension", "transform", "sign", "search", "quantile", "fallback"},
+    "cluster": {"x", "y", "transform", "at", "quantile", "components", "max_offset"},
+    "corner": {"x", "y", "transform", "signs", "search", "fallback"} | _VALLEY_KEYS,
+}
 
 
 class _Loader:
@@ -218,7 +242,14 @@ class _Loader:
                     self._dimension(where, body["y"], tr),
                 )
                 return PolygonGate(dims, tuple(tuple(v) for v in body["vertices"]))
-            if kind in ("threshold", "singlets", "scatter_cluster", "quantile", "tail"):
+            if kind in _ADAPTIVE_KEYS:
+                unknown = set(body) - _ADAPTIVE_KEYS[kind]
+                if unknown:
+                    raise self.fail(
+                        where,
+                        f"{kind} gate: unknown keys {sorted(unknown)} "
+                        f"(it takes {', '.join(sorted(_ADAPTIVE_KEYS[kind]))})",
+                    )
                 return self._adaptive(where, kind, body, tr)
             if kind == "ellipse":
                 dims = tuple(self._dimension(where, d, tr) for d in body["dimensions"])
@@ -244,16 +275,39 @@ class _Loader:
         def dims(*keys: str) -> tuple[Dimension, ...]:
             return tuple(self._dimension(where, body[k], tr) for k in keys)
 
+        def sign(default: str = "+") -> bool:
+            value = str(body.get("sign", default))
+            if value not in ("+", "-"):
+                raise self.fail(where, f"{kind} sign must be '+' or '-', got {value!r}")
+            return value == "+"
+
+        def pair(key: str, default: tuple[float, float]) -> tuple[float, float]:
+            value = body.get(key, default)
+            if not isinstance(value, (list, tuple)) or len(value) != 2:
+                raise self.fail(where, f"{kind} {key} must be [low, high], got {value!r}")
+            return (float(value[0]), float(value[1]))
+
         if kind == "threshold":
-            sign = str(body.get("sign", "+"))
-            if sign not in ("+", "-"):
-                raise self.fail(where, f"threshold sign must be '+' or '-', got {sign!r}")
             return ad.ThresholdGate(
                 dims("dimension"),
-                sign == "+",
-                tuple(float(v) for v in body.get("search", (0.2, 0.8))),
+                sign(),
+                pair("search", (0.2, 0.8)),
                 _opt_float(body.get("fallback")),
-                str(body.get("prefer", "deepest")),
+                **_valley(body),
+            )
+        if kind == "corner":
+            signs = str(body.get("signs", "++"))
+            if len(signs) != 2 or set(signs) - {"+", "-"}:
+                raise self.fail(where, f"corner signs must be two of '+'/'-', got {signs!r}")
+            search = body.get("search", [[0.2, 0.8], [0.2, 0.8]])
+            fallback = body.get("fallback", [None, None])
+            return ad.QuadrantThresholds(
+                dims("x", "y"),
+                signs,
+                tuple(tuple(float(v) for v in p) for p in search),
+                tuple(_opt_float(v) for v in fallback),
+                per_half=True,
+                valley=tuple(sorted(_valley(body).items())),
             )
         if kind == "singlets":
             return ad.SingletGate(dims("area", "height"), float(body.get("width", 4.0)))
@@ -269,7 +323,30 @@ class _Loader:
             return ad.QuantileGate(
                 dims("dimension"), float(body.get("lower", 0.0)), _opt_float(body.get("upper"))
             )
-        return ad.TailGate(dims("dimension"), float(body.get("k", 3.0)))
+        if kind == "mixture_cut":
+            return ad.MixtureCutGate(
+                dims("dimension"),
+                sign(),
+                pair("search", (0.2, 0.8)),
+                _opt_float(body.get("quantile")),
+                _opt_float(body.get("fallback")),
+            )
+        if kind == "cluster":
+            at = body["at"]
+            return ad.ClusterGate(
+                dims("x", "y"),
+                (float(at[0]), float(at[1])),
+                float(body.get("quantile", 0.95)),
+                int(body.get("components", 4)),
+                _opt_float(body.get("max_offset")),
+            )
+        return ad.TailGate(
+            dims("dimension"),
+            float(body.get("k", 3.0)),
+            str(body.get("side", "upper")),
+            _opt_float(body.get("quantile")),
+            str(body.get("keep", "tail")),
+        )
 
     def _operand(self, where: str, op: Any) -> tuple[str, bool]:
         if isinstance(op, dict) and set(op) == {"not"}:
@@ -350,6 +427,8 @@ class _Loader:
                         signs,
                         tuple(tuple(float(v) for v in pair) for pair in search),
                         tuple(_opt_float(v) for v in fallback),
+                        per_half=bool(body.get("per_half", False)),
+                        valley=tuple(sorted(_valley(body).items())),
                     )
                 else:
                     lo_hi = [(c, None) if s == "+" else (None, c) for s, c in zip(signs, (cx, cy))]
@@ -366,6 +445,22 @@ class _Loader:
                 f"needs x, y, at: [x cut, y cut] or auto, and populations: {{name: '+-', "
                 f"...}} ({type(exc).__name__}: {exc})",
             ) from None
+
+
+def _valley(body: dict[str, Any]) -> dict[str, Any]:
+    """The valley options of a threshold, corner or automatic quadrant (defaults left out)."""
+    out: dict[str, Any] = {}
+    if "depth" in body:
+        out["depth"] = float(body["depth"])
+    if body.get("bandwidth") is not None:
+        out["bandwidth"] = float(body["bandwidth"])
+    if body.get("peaks") is not None:
+        out["peaks"] = int(body["peaks"])
+    if "prefer" in body:
+        out["prefer"] = str(body["prefer"])
+    if body.get("no_valley") is not None:
+        out["no_valley"] = str(body["no_valley"])
+    return out
 
 
 def _opt_float(v: Any) -> float | None:
@@ -463,6 +558,8 @@ def strategy_to_dict(strategy: Strategy) -> dict[str, Any]:
                 "at": "auto",
                 "search": [list(v) for v in g.search],
                 "fallback": list(g.fallback),
+                **({"per_half": True} if g.per_half else {}),
+                **dict(g.valley),
                 "populations": {p.name: g.signs},
             }
             if p.parent is not None:
@@ -477,6 +574,7 @@ def strategy_to_dict(strategy: Strategy) -> dict[str, Any]:
                     "search": list(g.search),
                     "fallback": g.fallback,
                     "prefer": g.prefer,
+                    **g.options(),
                 }
             }
         elif isinstance(g, ad.SingletGate):
@@ -499,7 +597,36 @@ def strategy_to_dict(strategy: Strategy) -> dict[str, Any]:
         elif isinstance(g, ad.QuantileGate):
             entry["gate"] = {"quantile": {"dimension": dims[0], "lower": g.lower, "upper": g.upper}}
         elif isinstance(g, ad.TailGate):
-            entry["gate"] = {"tail": {"dimension": dims[0], "k": g.k}}
+            entry["gate"] = {
+                "tail": {
+                    "dimension": dims[0],
+                    "k": g.k,
+                    "side": g.side,
+                    "quantile": g.quantile,
+                    "keep": g.keep,
+                }
+            }
+        elif isinstance(g, ad.MixtureCutGate):
+            entry["gate"] = {
+                "mixture_cut": {
+                    "dimension": dims[0],
+                    "sign": "+" if g.positive else "-",
+                    "search": list(g.search),
+                    "quantile": g.quantile,
+                    "fallback": g.fallback,
+                }
+            }
+        elif isinstance(g, ad.ClusterGate):
+            entry["gate"] = {
+                "cluster": {
+                    "x": dims[0],
+                    "y": dims[1],
+                    "at": list(g.at),
+                    "quantile": g.quantile,
+                    "components": g.components,
+                    "max_offset": g.max_offset,
+                }
+            }
         elif isinstance(g, FunctionGate):
             entry["gate"] = {
                 "custom": {"function": g.function, "dimensions": dims, "params": dict(g.params)}

@@ -16,6 +16,11 @@ SCATTER = {
     "mono": (98_000.0, 8_000.0, 42_000.0, 6_000.0),
     "neut": (115_000.0, 9_000.0, 120_000.0, 14_000.0),
     "eos": (108_000.0, 9_000.0, 165_000.0, 15_000.0),
+    # cell types of the realistic preset only: basophils and plasmacytoid DCs scatter like large
+    # lymphocytes (a little more SSC), myeloid DCs between lymphocytes and monocytes
+    "baso": (66_000.0, 6_000.0, 17_000.0, 4_000.0),
+    "pdc": (70_000.0, 6_500.0, 14_000.0, 3_000.0),
+    "mdc": (84_000.0, 9_000.0, 26_000.0, 6_000.0),
 }
 
 
@@ -44,6 +49,22 @@ def _t(
         levels["CD4"] = POS
     elif coreceptor == "CD8":
         levels["CD8"] = BRIGHT
+    return CellType(name, "lymph", levels)
+
+
+def _nkt(name: str, coreceptor: str | None, ra: float, cd27: float) -> CellType:
+    levels = {
+        "CD45": BRIGHT,
+        "CD3": 6_000.0,
+        "CD56": 6_000.0,
+        "CD16": DIM,
+        "CD45RA": ra,
+        "CD27": cd27,
+    }
+    if coreceptor == "CD4":
+        levels["CD4"] = POS
+    elif coreceptor == "CD8":
+        levels["CD8"] = POS
     return CellType(name, "lymph", levels)
 
 
@@ -125,6 +146,55 @@ CELL_TYPES: dict[str, CellType] = {
         ),
         CellType("neutrophil", "neut", {"CD45": INT, "CD16": BRIGHT, "CD14": 250.0}),
         CellType("eosinophil", "eos", {"CD45": 5_000.0}),
+        # Cell types of the realistic preset (the whim-trial and healthy presets draw none).
+        # NKT cells: CD3+CD56+, mostly CD8+ or double negative, effector memory or TEMRA-like;
+        # they are T cells (CD3+) and never NK cells (CD3-CD56+) in the populations below.
+        _nkt("nkt_cd4", "CD4", NEG, DIM),
+        _nkt("nkt_cd8", "CD8", NEG, DIM),
+        _nkt("nkt_cd8_ra", "CD8", POS, NEG),
+        _nkt("nkt_dn", None, POS, NEG),
+        # CD56- CD16+ NK cells: NK cells, but outside the CD3-CD56+ NK population
+        CellType(
+            "nk_cd56neg",
+            "lymph",
+            {"CD45": BRIGHT, "CD16": BRIGHT, "CD45RA": POS, "CD8": DIM},
+        ),
+        # other lymphocytes (innate lymphoid cells, precursors): CD3-CD19-CD56-CD16-
+        CellType(
+            "lymph_other",
+            "lymph",
+            {
+                "CD45": BRIGHT,
+                "CD45RA": DIM,
+                "CCR7": INT,
+                "CD62L": POS,
+                "CD27": POS,
+                "HLA-DR": DIM,
+                "CD127": POS,
+            },
+        ),
+        CellType(
+            "basophil",
+            "baso",
+            {"CD45": 3_000.0, "CD123": BRIGHT, "CD38": POS, "CD45RA": DIM},
+        ),
+        CellType(
+            "pdc",
+            "pdc",
+            {
+                "CD45": 8_000.0,
+                "HLA-DR": POS,
+                "CD123": BRIGHT,
+                "CD4": DIM,
+                "CD45RA": POS,
+                "CD62L": POS,
+            },
+        ),
+        CellType(
+            "mdc",
+            "mdc",
+            {"CD45": 10_000.0, "HLA-DR": BRIGHT, "CD11c": BRIGHT, "CD4": DIM, "CD14": 250.0},
+        ),
     ]
 }
 
@@ -134,6 +204,15 @@ NK = ("nk_bright", "nk_dim")
 B = ("b_memory", "b_transitional", "b_immature", "b_igd_only")
 MONO = ("mono_classical", "mono_intermediate", "mono_nonclassical")
 LYMPH = (*CD4_T, *CD8_T, "t_dn", *NK, *B)
+# realistic preset only: NKT cells (T cells), CD56- NK and other non-T/B/NK lymphocytes, and
+# non-lymphocytes that are none of the above (basophils, dendritic cells)
+NKT = ("nkt_cd4", "nkt_cd8", "nkt_cd8_ra", "nkt_dn")
+NON_TBNK = ("nk_cd56neg", "lymph_other")
+LYMPHOID = (*LYMPH, *NKT, *NON_TBNK)
+OTHER_LEUKOCYTES = ("basophil", "pdc", "mdc")
+T_CELLS = (*CD4_T, *CD8_T, "t_dn", *NKT)
+CD4_ALL = (*CD4_T, "nkt_cd4")  # CD3+CD4+CD8-, as the CD4/CD8 quadrant of T cells gates them
+CD8_ALL = (*CD8_T, "nkt_cd8", "nkt_cd8_ra")
 
 
 @dataclass(frozen=True)
@@ -148,16 +227,21 @@ class PopulationDef:
 
 POPULATIONS: tuple[PopulationDef, ...] = (
     PopulationDef(
-        "CD45+ leukocytes", (*LYMPH, *MONO, "neutrophil", "eosinophil"), "CD45+", ("CD45",)
+        "CD45+ leukocytes",
+        (*LYMPHOID, *MONO, "neutrophil", "eosinophil", *OTHER_LEUKOCYTES),
+        "CD45+",
+        ("CD45",),
     ),
-    PopulationDef("lymphocytes", LYMPH, "lymphocytes", ("CD45",)),
+    PopulationDef("lymphocytes", LYMPHOID, "lymphocytes", ("CD45",)),
     PopulationDef("monocytes (scatter)", MONO, "monocytes", ("CD45",)),
     PopulationDef("granulocytes", ("neutrophil", "eosinophil"), "CD45+", ("CD45",)),
     PopulationDef("neutrophils", ("neutrophil",), "neutrophils", ("CD45", "CD16")),
-    PopulationDef("T cells", (*CD4_T, *CD8_T, "t_dn"), "lymphocytes", ("CD3",)),
-    PopulationDef("CD4+ T cells", CD4_T, "lymphocytes", ("CD3", "CD4", "CD8")),
+    PopulationDef("T cells", T_CELLS, "lymphocytes", ("CD3",)),
+    PopulationDef("CD4+ T cells", CD4_ALL, "lymphocytes", ("CD3", "CD4", "CD8")),
     PopulationDef("CD4 naive", CD4_T[:2], "lymphocytes", ("CD3", "CD4", "CD8", "CD45RA")),
-    PopulationDef("CD4 memory", CD4_T[2:], "lymphocytes", ("CD3", "CD4", "CD8", "CD45RA")),
+    PopulationDef(
+        "CD4 memory", (*CD4_T[2:], "nkt_cd4"), "lymphocytes", ("CD3", "CD4", "CD8", "CD45RA")
+    ),
     PopulationDef(
         "CD4 central memory",
         ("cd4_cm",),
@@ -166,13 +250,17 @@ POPULATIONS: tuple[PopulationDef, ...] = (
     ),
     PopulationDef(
         "CD4 effector memory",
-        ("cd4_em",),
+        ("cd4_em", "nkt_cd4"),
         "lymphocytes",
         ("CD3", "CD4", "CD8", "CD45RA", "CCR7", "CD62L"),
     ),
-    PopulationDef("CD8+ T cells", CD8_T, "lymphocytes", ("CD3", "CD4", "CD8")),
-    PopulationDef("CD8 naive", CD8_T[:2], "lymphocytes", ("CD3", "CD4", "CD8", "CD45RA")),
-    PopulationDef("CD8 memory", CD8_T[2:], "lymphocytes", ("CD3", "CD4", "CD8", "CD45RA")),
+    PopulationDef("CD8+ T cells", CD8_ALL, "lymphocytes", ("CD3", "CD4", "CD8")),
+    PopulationDef(
+        "CD8 naive", (*CD8_T[:2], "nkt_cd8_ra"), "lymphocytes", ("CD3", "CD4", "CD8", "CD45RA")
+    ),
+    PopulationDef(
+        "CD8 memory", (*CD8_T[2:], "nkt_cd8"), "lymphocytes", ("CD3", "CD4", "CD8", "CD45RA")
+    ),
     PopulationDef(
         "CD8 central memory",
         ("cd8_cm",),
@@ -181,7 +269,7 @@ POPULATIONS: tuple[PopulationDef, ...] = (
     ),
     PopulationDef(
         "CD8 effector memory",
-        ("cd8_em",),
+        ("cd8_em", "nkt_cd8"),
         "lymphocytes",
         ("CD3", "CD4", "CD8", "CD45RA", "CCR7", "CD62L"),
     ),
@@ -216,10 +304,13 @@ POPULATIONS: tuple[PopulationDef, ...] = (
         ("CD3", "CD4", "CD8", "CD45RA", "CCR7"),
     ),
     PopulationDef(
-        "CD8 TEMRA", ("cd8_temra",), "lymphocytes", ("CD3", "CD4", "CD8", "CD45RA", "CCR7")
+        "CD8 TEMRA",
+        ("cd8_temra", "nkt_cd8_ra"),
+        "lymphocytes",
+        ("CD3", "CD4", "CD8", "CD45RA", "CCR7"),
     ),
     # Lymphocytes on CD45 vs SSC (CD45 bright, SSC low): an alternative to the FSC/SSC gate.
-    PopulationDef("lymphocytes (CD45bright SSClow)", LYMPH, "lymphocytes", ("CD45",)),
+    PopulationDef("lymphocytes (CD45bright SSClow)", LYMPHOID, "lymphocytes", ("CD45",)),
     # Lineage dump (CD3-CD19-), and monocytes as CD14+ HLA-DR+ cells within it.
     PopulationDef(
         "lineage- leukocytes",
@@ -232,5 +323,18 @@ POPULATIONS: tuple[PopulationDef, ...] = (
         tuple(m for m in MONO if CELL_TYPES[m].level("HLA-DR") > NEG),
         "monocytes",
         ("CD45", "CD3", "CD19", "CD14", "HLA-DR"),
+    ),
+)
+
+# Populations of the realistic preset's extra cell types (truth.csv lists them for that preset
+# only): NKT cells are T cells (CD3+) and not NK cells; CD56- NK cells and other lymphocytes are
+# the lymphocytes outside T (CD3+), B (CD19+) and NK (CD3-CD56+), so lymphosum = 100 % minus them.
+EXTRA_POPULATIONS: tuple[PopulationDef, ...] = (
+    PopulationDef("NKT cells", NKT, "lymphocytes", ("CD3", "CD56")),
+    PopulationDef("CD56- NK cells", ("nk_cd56neg",), "lymphocytes", ("CD3", "CD56", "CD16")),
+    PopulationDef("non-T/B/NK lymphocytes", NON_TBNK, "lymphocytes", ("CD3", "CD19", "CD56")),
+    PopulationDef("basophils", ("basophil",), "CD45+", ("CD45",)),
+    PopulationDef(
+        "dendritic cells", ("pdc", "mdc"), "CD45+", ("CD45", "CD3", "CD19", "CD14", "HLA-DR")
     ),
 )

@@ -4,6 +4,11 @@
 of the absolute counts over patients reproduce Table 1 of the plerixafor study, and so that the
 paired t test of baseline vs peak is significant on exactly the rows the study marks, with margin.
 ``healthy``: counts inside the study's reference intervals.
+``realistic``: healthy donors and WHIM-like baseline and peak specimens with the cell types a real
+lymphocyte gate holds besides T, B and NK cells (NKT, CD56- NK, other lymphocytes), basophils and
+dendritic cells, and an analyzer CBC that differs from the true counts by the analyzer's CV (the
+tubes themselves get the realistic marker spreads, continua, debris and failed stains of
+:mod:`.realistic`).
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..resources import data_path
-from .cells import CD4_T, CD8_T, LYMPH, MONO, B
+from .cells import CD4_T, CD8_T, LYMPH, LYMPHOID, MONO, NK, NKT, OTHER_LEUKOCYTES, B
 
-PRESETS = ("whim-trial", "healthy")
+PRESETS = ("whim-trial", "healthy", "realistic")
+CBC_COUNTS = ("WBC", "ANC", "ALC", "AMC")
 
 
 @dataclass
@@ -33,6 +39,9 @@ class Specimen:
     anc: float
     eos: float
     events: dict[str, int] = field(default_factory=dict)  # tube -> events to acquire
+    # the hematology analyzer's CBC (WBC, ANC, ALC, AMC), when it differs from the true counts
+    # (realistic preset); None: the analyzer gives the true counts
+    analyzer: dict[str, float] | None = None
 
     def tube_counts(self, tube: str) -> dict[str, float]:
         """Cell types/µL in one tube: the T tube's B cells are scaled to its own B total."""
@@ -47,7 +56,8 @@ class Specimen:
 
     @property
     def alc(self) -> float:
-        return sum(self.tube_counts("T")[c] for c in LYMPH)
+        counts = self.tube_counts("T")
+        return sum(counts.get(c, 0.0) for c in LYMPHOID)
 
     @property
     def amc(self) -> float:
@@ -55,7 +65,17 @@ class Specimen:
 
     @property
     def wbc(self) -> float:
-        return self.alc + self.amc + self.anc + self.eos
+        other = sum(self.counts.get(c, 0.0) for c in OTHER_LEUKOCYTES)
+        return self.alc + self.amc + self.anc + self.eos + other
+
+    @property
+    def true_cbc(self) -> dict[str, float]:
+        return {"WBC": self.wbc, "ANC": self.anc, "ALC": self.alc, "AMC": self.amc}
+
+    @property
+    def cbc(self) -> dict[str, float]:
+        """The CBC as the analyzer reports it (what the manifest gives)."""
+        return dict(self.analyzer) if self.analyzer is not None else self.true_cbc
 
 
 def table1() -> dict[str, dict[str, float]]:
@@ -334,9 +354,113 @@ def healthy(rng: np.random.Generator, n: int = 3) -> list[Specimen]:
     return out
 
 
+# Analyzer imprecision of the realistic preset's CBC: cytowhim.reporting.DEFAULT_CBC_CV (typical
+# within-run CVs of 5-part-differential analyzers), repeated here so the simulator stays apart.
+ANALYZER_CV = {"WBC": 0.03, "ANC": 0.05, "ALC": 0.06, "AMC": 0.12}
+REALISTIC_KINDS = ("healthy", "baseline", "peak")  # specimen i is of kind i % 3
+# Table 1 populations drawn for a WHIM-like specimen (the rest are sums of these)
+_LEAF_POPULATIONS = (
+    "CD4 naive",
+    "CD4 memory",
+    "CD4 central memory",
+    "CD4 effector memory",
+    "CD8 naive",
+    "CD8 memory",
+    "CD8 central memory",
+    "CD8 effector memory",
+    "NK cells",
+    "B cells",
+    "memory B cells",
+    "CD27- B cells",
+    "transitional B cells",
+    "immature B cells",
+    "classical monocytes",
+    "inflammatory monocytes",
+)
+
+
+def _whim_like(rng: np.random.Generator, timepoint: str) -> dict[str, float]:
+    """Table 1 leaf populations of one WHIM-like specimen: log-normal around the study's mean
+    with the between-patient CV of Table 1 (SEM x sqrt(3) / mean, kept within 15-60 %)."""
+    t1 = _table1()
+    out = {}
+    for pop in _LEAF_POPULATIONS:
+        mean, sem = t1[pop][f"{timepoint}_mean"], t1[pop][f"{timepoint}_sem"]
+        cv = float(np.clip(sem * math.sqrt(3) / mean, 0.15, 0.6)) if sem else 0.4
+        out[pop] = mean * float(rng.lognormal(-0.5 * cv**2, cv))
+    for lin in ("CD4", "CD8"):  # memory holds central and effector memory, and a rest
+        parts = out[f"{lin} central memory"] + out[f"{lin} effector memory"]
+        out[f"{lin} memory"] = max(out[f"{lin} memory"], 1.15 * parts)
+    out["CD27- B cells"] = max(
+        out["CD27- B cells"], 1.15 * (out["transitional B cells"] + out["immature B cells"])
+    )
+    return out
+
+
+def _with_extra_cells(counts: dict[str, float], rng: np.random.Generator) -> dict[str, float]:
+    """Add what a real lymphocyte gate holds besides T, B and NK cells, and the other leukocytes
+    of the realistic preset (cells/µL): NKT cells 1-6 % of T cells, CD56- NK cells 3-15 % of NK
+    cells, other lymphocytes 0.5-8 % of lymphocytes, basophils, plasmacytoid and myeloid DCs."""
+    c = dict(counts)
+    t_cells = sum(c[k] for k in (*CD4_T, *CD8_T, "t_dn"))
+    nkt = t_cells * rng.uniform(0.01, 0.06)
+    shares = rng.dirichlet([2.0, 10.0, 3.0, 5.0])  # CD4+, CD8+ memory, CD8+ CD45RA+, CD4-CD8-
+    c.update({name: nkt * float(f) for name, f in zip(NKT, shares)})
+    c["nk_cd56neg"] = sum(c[k] for k in NK) * rng.uniform(0.03, 0.15)
+    lymph = sum(c[k] for k in (*LYMPH, *NKT, "nk_cd56neg"))
+    share = rng.uniform(0.005, 0.08)  # of all lymphocytes
+    c["lymph_other"] = lymph * share / (1 - share)
+    amc = sum(c[k] for k in MONO)
+    c["basophil"] = (lymph + amc) * rng.uniform(0.01, 0.04)
+    c["pdc"] = lymph * rng.uniform(0.002, 0.008)
+    c["mdc"] = amc * rng.uniform(0.02, 0.06)
+    return c
+
+
+def _analyzer(true: dict[str, float], rng: np.random.Generator) -> dict[str, float]:
+    """The analyzer's CBC: each count off the true one by its CV (normal errors, never < 1 %)."""
+    return {
+        k: true[k] * max(0.01, 1.0 + ANALYZER_CV[k] * float(rng.standard_normal()))
+        for k in CBC_COUNTS
+    }
+
+
+def realistic(rng: np.random.Generator, n: int = 3) -> list[Specimen]:
+    """``n`` specimens R1..Rn, in turn a healthy donor, a WHIM-like baseline and a WHIM-like peak
+    (timepoint ``healthy``, ``baseline``, ``peak``; each its own patient), with NKT cells, CD56-
+    NK cells, other lymphocytes, basophils and dendritic cells, and the analyzer's CBC."""
+    out = []
+    for i in range(n):
+        kind = REALISTIC_KINDS[i % len(REALISTIC_KINDS)]
+        if kind == "healthy":
+            donor = healthy(rng, 1)[0]
+            counts, b_total, anc, eos = donor.counts, donor.b_total_t_tube, donor.anc, donor.eos
+        else:
+            values = _whim_like(rng, kind)
+            counts = _leaves(values, rng)
+            b_total = values["B cells"]
+            anc = rng.uniform(250, 750) * (1.0 if kind == "baseline" else rng.uniform(2.2, 3.5))
+            eos = rng.uniform(10, 40) * (1 if kind == "baseline" else 2.5)
+        name = f"R{i + 1}"
+        spec = Specimen(
+            name,
+            name,
+            kind,
+            _with_extra_cells(counts, rng),
+            b_total_t_tube=b_total,
+            anc=anc,
+            eos=eos,
+        )
+        spec.analyzer = _analyzer(spec.true_cbc, rng)
+        out.append(spec)
+    return out
+
+
 def specimens(preset: str, rng: np.random.Generator, n: int = 3) -> list[Specimen]:
     if preset == "whim-trial":
         return whim_trial(rng)
     if preset == "healthy":
         return healthy(rng, n)
+    if preset == "realistic":
+        return realistic(rng, n)
     raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
