@@ -3,6 +3,13 @@
 Writes, for each specimen, one FCS file per tube (T, B/NK, monocyte panels with their own channel
 names and spillover), ``manifest.csv`` (file, specimen, patient, timepoint, tube, WBC, ANC, ALC,
 AMC in cells/µL) and ``truth.csv`` (specimen, tube, population, events, absolute_per_uL).
+
+The ``realistic`` preset (see :mod:`.realistic`) also writes ``cbc.csv`` (specimen, count, true,
+analyzer: the manifest gives the analyzer's CBC, which differs from the true counts by the
+analyzer's CV), ``failed_stains.csv`` (file, specimen, tube, marker, factor: tubes whose marker
+stained weakly) and, in ``truth.csv``, the extra populations of its extra cell types and a column
+``analyzer_absolute_per_uL`` (the true events counted against the analyzer's CBC: what a perfect
+gate gives).
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ import pandas as pd
 
 from ..fcs import write_fcs
 from ..sample import Sample
-from .cells import POPULATIONS
-from .cohort import PRESETS, Specimen, specimens
+from . import realistic
+from .cells import EXTRA_POPULATIONS, POPULATIONS
+from .cohort import CBC_COUNTS, PRESETS, Specimen, specimens
 from .panels import PANELS
 from .tube import DOUBLET, Drift, simulate_tube
 
@@ -34,6 +42,7 @@ def simulate(
     events: tuple[int, int] | Mapping[str, tuple[int, int]] = (60_000, 120_000),
     progress: Callable[[str], None] | None = None,
     composition: str = "multinomial",
+    failed_stain_rate: float | None = None,
 ) -> pd.DataFrame:
     """Simulate a preset's specimens into folder ``out``; returns the manifest as a DataFrame.
 
@@ -43,19 +52,40 @@ def simulate(
     composition: 'multinomial' samples each tube's events from the specimen (Poisson noise between
     specimen and tube), 'exact' gives each cell type its expected share (the designed counts
     exactly, e.g. to reproduce Table 1). The same seed gives the same files.
+    n_healthy: specimens of the healthy and realistic presets.
+    failed_stain_rate: realistic preset only: the probability that a tube has one weakly
+    stained marker (default :data:`.realistic.FAILED_STAIN_RATE`, 1 in 30).
     """
     rng = np.random.default_rng(seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    manifest, truth = [], []
+    real = preset == "realistic"
+    if failed_stain_rate is not None and not real:
+        raise ValueError("failed_stain_rate is for the realistic preset only")
+    rate = realistic.FAILED_STAIN_RATE if failed_stain_rate is None else failed_stain_rate
+    manifest, truth, failed, cbc = [], [], [], []
     for spec in specimens(preset, rng, n_healthy):
         for tube, panel in PANELS.items():
             low, high = _events_of(events, tube)
             n = int(rng.integers(low, high + 1))
-            tube_drift = Drift.draw(rng, [m for _, m in panel.fluorescence], drift)
+            markers = [m for _, m in panel.fluorescence]
+            tube_drift = Drift.draw(rng, markers, drift)
             counts = spec.tube_counts(tube)
-            ev, labels = simulate_tube(panel, counts, n, rng, tube_drift, composition=composition)
             name = f"{spec.specimen}_{tube}.fcs"
+            if real:
+                weak = realistic.draw_failed_stain(rng, markers, rate)
+                ev, labels = realistic.simulate_tube(
+                    panel, counts, n, rng, tube_drift, composition=composition, weak=weak
+                )
+                failed.extend(
+                    {"file": name, "specimen": spec.specimen, "tube": tube, "marker": m,
+                     "factor": round(f, 3)}
+                    for m, f in weak.items()
+                )
+            else:
+                ev, labels = simulate_tube(
+                    panel, counts, n, rng, tube_drift, composition=composition
+                )
             sample = Sample(
                 events=ev,
                 channels=panel.channels,
@@ -82,18 +112,29 @@ def simulate(
                     "patient": spec.patient,
                     "timepoint": spec.timepoint,
                     "tube": tube,
-                    "WBC": round(spec.wbc, 1),
-                    "ANC": round(spec.anc, 1),
-                    "ALC": round(spec.alc, 1),
-                    "AMC": round(spec.amc, 1),
+                    **{k: round(v, 1) for k, v in spec.cbc.items()},
                 }
             )
-            truth.extend(_truth(spec, tube, labels))
+            truth.extend(_truth(spec, tube, labels, extra=real))
             if progress:
                 progress(name)
+        if real:
+            cbc.extend(
+                {
+                    "specimen": spec.specimen,
+                    "count": k,
+                    "true": round(spec.true_cbc[k], 1),
+                    "analyzer": round(spec.cbc[k], 1),
+                }
+                for k in CBC_COUNTS
+            )
     frame = pd.DataFrame(manifest)
     frame.to_csv(out / "manifest.csv", index=False)
     pd.DataFrame(truth).to_csv(out / "truth.csv", index=False, quoting=csv.QUOTE_MINIMAL)
+    if real:
+        pd.DataFrame(cbc).to_csv(out / "cbc.csv", index=False)
+        columns = ["file", "specimen", "tube", "marker", "factor"]
+        pd.DataFrame(failed, columns=columns).to_csv(out / "failed_stains.csv", index=False)
     return frame
 
 
@@ -105,8 +146,9 @@ def _events_of(
     return events[0], events[1]
 
 
-def _truth(spec: Specimen, tube: str, labels: np.ndarray) -> list[dict]:
-    """True events and cells/µL of every population this tube's panel can show."""
+def _truth(spec: Specimen, tube: str, labels: np.ndarray, extra: bool = False) -> list[dict]:
+    """True events and cells/µL of every population this tube's panel can show; ``extra``: also
+    the realistic preset's extra populations, and each count against the analyzer's CBC."""
     markers = set(PANELS[tube].markers)
     singlets = labels[labels != DOUBLET]
     kinds, n = np.unique(singlets, return_counts=True)
@@ -123,21 +165,30 @@ def _truth(spec: Specimen, tube: str, labels: np.ndarray) -> list[dict]:
         "neutrophils": "neutrophils",
         "CD45+": "CD45+ leukocytes",
     }
+    analyzer = dict(
+        zip(("lymphocytes", "monocytes", "neutrophils", "CD45+"), (spec.cbc[k] for k in CBC_ORDER))
+    )
     by_name = {p.name: p for p in POPULATIONS}
     rows = []
-    for pop in POPULATIONS:
+    for pop in (*POPULATIONS, *EXTRA_POPULATIONS) if extra else POPULATIONS:
         if not set(pop.markers) <= markers:
             continue
         events = sum(per_kind.get(c, 0) for c in pop.cells)
         base_events = sum(per_kind.get(c, 0) for c in by_name[base_pop[pop.base]].cells)
         absolute = events / base_events * bases[pop.base] if base_events else float("nan")
-        rows.append(
-            {
-                "specimen": spec.specimen,
-                "tube": tube,
-                "population": pop.name,
-                "events": events,
-                "absolute_per_uL": round(absolute, 3),
-            }
-        )
+        row = {
+            "specimen": spec.specimen,
+            "tube": tube,
+            "population": pop.name,
+            "events": events,
+            "absolute_per_uL": round(absolute, 3),
+        }
+        if extra:
+            row["analyzer_absolute_per_uL"] = (
+                round(events / base_events * analyzer[pop.base], 3) if base_events else np.nan
+            )
+        rows.append(row)
     return rows
+
+
+CBC_ORDER = ("ALC", "AMC", "ANC", "WBC")  # CBC count of each base: lymphocytes, monocytes ...
