@@ -128,3 +128,17 @@ def test_labkey_log_channels_span_flowjos_display():
     for j in range(1, 5):
         np.testing.assert_allclose(s.linear_values(j), 0.2 * 10 ** (3.84 * ch[:, j] / 512))
     assert 0.2 * 10**3.84 == pytest.approx(1383.661743164062, rel=1e-6)  # float32 in FlowJo
+
+
+def test_write_fcs_keeps_writing_byte_aligned_data(tmp_path):
+    """A packed file read and written again comes out byte-aligned (16-bit $PnB here), with the
+    same values, the same $PnR and the same $PnE (so the same linear values)."""
+    with pytest.warns(cw.FCSWarning):
+        s = cw.read_fcs(LABKEY / "931115-C02- Sample 02.fcs")
+    cw.write_fcs(tmp_path / "copy.fcs", s)
+    back = cw.read_fcs(tmp_path / "copy.fcs")
+    assert {back.keywords[f"$P{i}B"] for i in range(1, 6)} == {"16"}
+    np.testing.assert_array_equal(back.events, s.events)
+    for j in range(5):
+        assert back.keywords[f"$P{j + 1}R"] == "512"
+        np.testing.assert_allclose(back.linear_values(j), s.linear_values(j))
