@@ -1,4 +1,4 @@
-"""Benchmark: automatic gates against an expert's, on real blood (the first real-data yardstick).
+"""Benchmark: automatic gates against an expert's, on real files (the real-data yardstick).
 
 The 16 FACScan files of FlowJo's advanced tutorial (4 donors x 4 three-colour tubes, 1993,
 bit-packed FCS 2.0; ``$CYTOWHIM_CORPUS/expert_gating/labkey_advanced``) carry an expert's gating
@@ -9,6 +9,11 @@ never from the expert's gate positions), and the script prints, per donor and po
 expert's and the automatic percent of parent side by side, the difference in points, and the time
 of the automatic strategy next to the engine's fixed-gate path (the expert's own gates, imported
 from the workspace) on the same files, same run.
+
+Then the same for the corpus's other expert-gated files, with strategies in
+``data/strategies/corpus/``: OMIP-021 (2 donors, LSRFortessa, cells / debris / CD3+CD4+) and
+FlowJo's A2004 DC/monocyte panel (live cells, APCs, monocytes, B cells, mDCs, pDCs), against
+FlowJo's counts in ``flowjo/truth_csv``.
 
     python benchmarks/expert_vs_auto.py            # table + timing (median of 5 runs)
     python benchmarks/expert_vs_auto.py --markdown # the table as Markdown (README)
@@ -126,6 +131,71 @@ def compare() -> list[dict[str, object]]:
     return rows
 
 
+FJ = CORPUS / "flowjo"
+# file -> (strategy, workspace truth CSV, [(expert node path, automatic population)])
+OTHERS: dict[Path, tuple[str, str, list[tuple[str, str]]]] = {
+    FJ / "cytopipeline_omip021" / f"Donor{d}.fcs": (
+        "omip021_cells_cd4",
+        "cytopipeline_omip021__OMIP021_samples_FlowJo.csv",
+        [("Cells", "Cells"), ("Debris", "Debris"), ("Cells/CD4+", "CD4+")],
+    )
+    for d in (1, 2)
+}
+OTHERS[FJ / "flowworkspacedata_A2004" / "a2004_O1T2pb05i_A2_A02.fcs"] = (
+    "a2004_dc_monocytes",
+    "flowworkspacedata_A2004__A2004Analysis.csv",
+    [
+        ("Live", "Live"),
+        ("Live/APC", "APC"),
+        ("Live/Monocytes", "Monocytes"),
+        ("Live/APC/B Cell", "B Cell"),
+        ("Live/APC/mDC", "mDC"),
+        ("Live/APC/pDC", "pDC"),
+    ],
+)
+
+
+def _flowjo_truth(csv_name: str, file: str) -> dict[str, int]:
+    """Node path ('' the root) -> FlowJo's count for one file of a corpus workspace."""
+    out = {}
+    with (FJ / "truth_csv" / csv_name).open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row["fil"] != file or not row["flowjo_count"]:
+                continue
+            path = f"{row['gate_path']}/{row['population']}".removeprefix("root").strip("/")
+            out["" if row["node_type"] == "SampleNode" else path] = int(float(row["flowjo_count"]))
+    return out
+
+
+def compare_others() -> list[dict[str, object]]:
+    """One row per file and population of OMIP-021 and A2004: expert and automatic percent of
+    parent, and both counts."""
+    rows = []
+    for path, (strategy_name, truth_csv, pairs) in OTHERS.items():
+        truth = _flowjo_truth(truth_csv, path.name)
+        strategy = read_strategy(data_path("strategies", "corpus", f"{strategy_name}.yaml"))
+        sample = read(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = strategy.apply(sample)
+        for node, auto in pairs:
+            parent = node.rsplit("/", 1)[0] if "/" in node else ""
+            auto_parent = strategy[auto].parent
+            n = result.count(auto)
+            base = result.count(auto_parent) if auto_parent else sample.n_events
+            rows.append(
+                {
+                    "file": path.name,
+                    "population": node,
+                    "expert_events": truth[node],
+                    "auto_events": n,
+                    "expert_pct": 100 * truth[node] / truth[parent],
+                    "auto_pct": 100 * n / base,
+                }
+            )
+    return rows
+
+
 def timing(repeat: int) -> tuple[float, float]:
     """Median seconds to gate all 16 files: automatic strategies, and the expert's own gates
     (the engine's fixed-gate path)."""
@@ -185,6 +255,17 @@ def main() -> None:
         f"{within5}; median difference {statistics.median(diffs):.1f} points, worst "
         f"{max(diffs):.1f}"
     )
+    others = compare_others()
+    print("\nOMIP-021 and A2004 (FlowJo's counts for the expert's gates):")
+    print(f"{'file':30} {'population':18} {'expert':>7} {'auto':>7} {'expert%':>8} {'auto%':>7}")
+    for r in others:
+        print(
+            f"{r['file']:30} {r['population']:18} {r['expert_events']:7d} {r['auto_events']:7d} "
+            f"{r['expert_pct']:8.1f} {r['auto_pct']:7.1f}"
+        )
+    big = [r for r in others if r["expert_events"] >= 200]
+    close = sum(abs(r["auto_pct"] - r["expert_pct"]) <= 2 for r in big)
+    print(f"populations of 200 events or more: {close} of {len(big)} within 2 points")
     t_auto, t_fixed = timing(args.repeat)
     print(
         f"gating all 16 files (160,000 events), median of {args.repeat}: automatic "
