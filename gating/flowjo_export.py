@@ -126,7 +126,7 @@ class _Writer:
         if name in self.channels:
             return name
         if self._evaluator is None:
-            from .engine import Evaluator
+            from .evaluator import Evaluator
 
             self._evaluator = Evaluator(self.strategy, self.sample)
         return self.channels[self._evaluator.column(name)]

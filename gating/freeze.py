@@ -29,7 +29,7 @@ from .strategy import Population, Strategy
 from .transforms import Ratio
 
 if TYPE_CHECKING:
-    from .engine import Evaluator
+    from .evaluator import Evaluator
     from .result import GatingResult
 
 #: (grid cells per side, Douglas-Peucker tolerance in log10 units) tried in turn until the
@@ -102,7 +102,7 @@ def on_channels(strategy: Strategy, sample: Any, markers: Any = None) -> Strateg
     """``strategy`` with every dimension (and ratio) naming the channel ($PnN) of ``sample`` it
     reads, as the engine finds names (``markers``: as for :meth:`Strategy.apply`); nothing else
     changes. For tools that know channels only (FlowKit, FlowJo)."""
-    from .engine import Evaluator
+    from .evaluator import Evaluator
     from .markers import as_markers
 
     ev = Evaluator(strategy, sample, as_markers(markers))

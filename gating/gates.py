@@ -2,7 +2,8 @@
 
 A gate sees only values (events x dimensions, on the gate's scale) and answers which events are
 inside: ``gate.contains(values) -> bool array``. Which events it is given (its parent's), which
-columns, compensation and transforms, is the engine's job (:mod:`gating.engine`).
+columns, compensation and transforms, is the engine's job (:mod:`gating.engine`, with the values
+of :mod:`gating.evaluator` and :mod:`gating.blocks`).
 
 Data-driven gates place themselves per sample: ``gate.resolve(values)`` returns a concrete gate
 (geometry) from the parent's events; plain geometric gates resolve to themselves.

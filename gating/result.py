@@ -10,7 +10,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .engine import Evaluator
+    from .evaluator import Evaluator
     from .gates import Gate
     from .strategy import Strategy
 
