@@ -537,7 +537,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Table 1 of the plerixafor study) and healthy (counts inside the reference intervals).",
     )
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--preset", choices=["whim-trial", "healthy"], default="whim-trial")
+    p.add_argument(
+        "--preset",
+        choices=["whim-trial", "healthy", "realistic"],
+        default="whim-trial",
+        help="realistic: --specimens specimens with real panels' spreads, continua, debris, extra "
+        "cell types, an analyzer CBC and occasional failed stains (default: whim-trial)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
     p.add_argument(
         "--drift",

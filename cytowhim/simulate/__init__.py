@@ -25,7 +25,7 @@ import pandas as pd
 from ..fcs import write_fcs
 from ..sample import Sample
 from . import realistic
-from .cells import EXTRA_POPULATIONS, POPULATIONS
+from .cells import EXTRA_POPULATIONS, POPULATIONS, REALISTIC_POPULATIONS
 from .cohort import CBC_COUNTS, PRESETS, Specimen, specimens
 from .panels import PANELS
 from .tube import DOUBLET, Drift, simulate_tube
@@ -78,8 +78,13 @@ def simulate(
                     panel, counts, n, rng, tube_drift, composition=composition, weak=weak
                 )
                 failed.extend(
-                    {"file": name, "specimen": spec.specimen, "tube": tube, "marker": m,
-                     "factor": round(f, 3)}
+                    {
+                        "file": name,
+                        "specimen": spec.specimen,
+                        "tube": tube,
+                        "marker": m,
+                        "factor": round(f, 3),
+                    }
                     for m, f in weak.items()
                 )
             else:
@@ -168,9 +173,10 @@ def _truth(spec: Specimen, tube: str, labels: np.ndarray, extra: bool = False) -
     analyzer = dict(
         zip(("lymphocytes", "monocytes", "neutrophils", "CD45+"), (spec.cbc[k] for k in CBC_ORDER))
     )
-    by_name = {p.name: p for p in POPULATIONS}
+    populations = (*REALISTIC_POPULATIONS, *EXTRA_POPULATIONS) if extra else POPULATIONS
+    by_name = {p.name: p for p in populations}
     rows = []
-    for pop in (*POPULATIONS, *EXTRA_POPULATIONS) if extra else POPULATIONS:
+    for pop in populations:
         if not set(pop.markers) <= markers:
             continue
         events = sum(per_kind.get(c, 0) for c in pop.cells)

@@ -225,7 +225,9 @@ class PopulationDef:
     markers: tuple[str, ...]
 
 
-POPULATIONS: tuple[PopulationDef, ...] = (
+# The populations as the realistic preset's truth counts them (every cell type); POPULATIONS
+# below restricts them to the cell types of the whim-trial and healthy presets.
+REALISTIC_POPULATIONS: tuple[PopulationDef, ...] = (
     PopulationDef(
         "CD45+ leukocytes",
         (*LYMPHOID, *MONO, "neutrophil", "eosinophil", *OTHER_LEUKOCYTES),
@@ -324,6 +326,14 @@ POPULATIONS: tuple[PopulationDef, ...] = (
         "monocytes",
         ("CD45", "CD3", "CD19", "CD14", "HLA-DR"),
     ),
+)
+
+KIND_CELL_TYPES = frozenset((*LYMPH, *MONO, "neutrophil", "eosinophil"))
+# The populations of the whim-trial and healthy presets, whose specimens hold none of the
+# realistic preset's extra cell types: the same definitions, restricted to their cell types.
+POPULATIONS: tuple[PopulationDef, ...] = tuple(
+    PopulationDef(p.name, tuple(c for c in p.cells if c in KIND_CELL_TYPES), p.base, p.markers)
+    for p in REALISTIC_POPULATIONS
 )
 
 # Populations of the realistic preset's extra cell types (truth.csv lists them for that preset

@@ -400,7 +400,7 @@ def _whim_like(rng: np.random.Generator, timepoint: str) -> dict[str, float]:
 def _with_extra_cells(counts: dict[str, float], rng: np.random.Generator) -> dict[str, float]:
     """Add what a real lymphocyte gate holds besides T, B and NK cells, and the other leukocytes
     of the realistic preset (cells/µL): NKT cells 1-6 % of T cells, CD56- NK cells 3-15 % of NK
-    cells, other lymphocytes 0.5-8 % of lymphocytes, basophils, plasmacytoid and myeloid DCs."""
+    cells, other lymphocytes 0.3-6 % of lymphocytes, basophils, plasmacytoid and myeloid DCs."""
     c = dict(counts)
     t_cells = sum(c[k] for k in (*CD4_T, *CD8_T, "t_dn"))
     nkt = t_cells * rng.uniform(0.01, 0.06)
@@ -408,10 +408,10 @@ def _with_extra_cells(counts: dict[str, float], rng: np.random.Generator) -> dic
     c.update({name: nkt * float(f) for name, f in zip(NKT, shares)})
     c["nk_cd56neg"] = sum(c[k] for k in NK) * rng.uniform(0.03, 0.15)
     lymph = sum(c[k] for k in (*LYMPH, *NKT, "nk_cd56neg"))
-    share = rng.uniform(0.005, 0.08)  # of all lymphocytes
+    share = rng.uniform(0.003, 0.06)  # of all lymphocytes
     c["lymph_other"] = lymph * share / (1 - share)
     amc = sum(c[k] for k in MONO)
-    c["basophil"] = (lymph + amc) * rng.uniform(0.01, 0.04)
+    c["basophil"] = (lymph + amc) * rng.uniform(0.003, 0.015)
     c["pdc"] = lymph * rng.uniform(0.002, 0.008)
     c["mdc"] = amc * rng.uniform(0.02, 0.06)
     return c

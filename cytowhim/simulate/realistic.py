@@ -10,9 +10,9 @@ negative 40x apart, debris far from the lymphocytes). Here, as in real panels:
   log-uniformly between the negative and their positive level (down-regulating cells), and a
   fraction of the negative lymphocytes likewise up to the positive level;
 - photon (Poisson-like) noise on every detector, so compensation leaves spread behind;
-- more debris (12-20 % of events, some of it CD45+), overlapping the low-FSC edge of the
-  lymphocytes: the FSC density dip between debris and lymphocytes is about 0.7-0.8 of the
-  smaller peak; wider scatter clusters;
+- more debris (0.6-0.9 debris events per lymphocyte event, 6 % of it CD45 dim), its FSC
+  centred at 0.585 of the lymphocytes' and overlapping their low-FSC edge: the FSC density dip
+  between debris and lymphocytes is about 0.7-0.8 of the smaller peak; wider scatter clusters;
 - occasional failed stains: with probability :data:`FAILED_STAIN_RATE` per tube one marker's
   staining is weak (its levels divided by 5-10), listed in ``failed_stains.csv``.
 
@@ -71,12 +71,22 @@ CONTINUUM: dict[str, tuple[float, float]] = {
     "IgD": (0.20, 0.08),
 }
 CONTINUUM_LOW = 20.0
-CONTINUUM_HIGH = {"CCR7": 380.0, "CD62L": 2_500.0, "CD27": 3_000.0, "CD45RA": 7_000.0, "IgD": 7_000.0}
+CONTINUUM_HIGH = {
+    "CCR7": 380.0,
+    "CD62L": 2_500.0,
+    "CD27": 3_000.0,
+    "CD45RA": 7_000.0,
+    "IgD": 7_000.0,
+}
 
 SCATTER_WIDTH = 1.3  # scatter SDs of every cluster x this
 LYMPH_LIKE = ("lymph", "baso", "pdc")  # low autofluorescence
-DEBRIS_FRACTION = (0.12, 0.20)  # of the events of a tube
-DEBRIS_CD45 = 0.3  # fraction of debris with CD45 on it (fragments of leukocytes)
+# Debris events per lymphocyte event (of the tube's expected composition): the debris peak's
+# height relative to the lymphocytes' sets the valley between them, so it is kept in proportion.
+DEBRIS_PER_LYMPHOCYTE = (0.6, 0.9)
+DEBRIS_FSC = 0.585  # debris FSC median, relative to the lymphocytes' (ln SD DEBRIS_FSC_SIGMA)
+DEBRIS_FSC_SIGMA = 0.3
+DEBRIS_CD45 = 0.06  # fraction of debris with CD45 on it (fragments of leukocytes)
 DOUBLET_FRACTION = (0.02, 0.05)
 DETECTOR_SD = 45.0  # electronic noise
 PHOTON = 3.0  # variance per unit of signal: photoelectron statistics of each detector
@@ -159,7 +169,8 @@ def debris(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(FSC-A, FSC-H, SSC-A, fluorescence) of debris: small, mostly dim, reaching into the
     low-FSC edge of the lymphocytes; some of it carries CD45 (leukocyte fragments)."""
-    fsc = rng.lognormal(np.log(27_000.0), 0.42, n) * drift.fsc_scale
+    lymph_fsc = SCATTER["lymph"][0] * drift.fsc_scale + drift.fsc_shift
+    fsc = rng.lognormal(np.log(DEBRIS_FSC * lymph_fsc), DEBRIS_FSC_SIGMA, n)
     height = fsc * rng.normal(0.82, 0.05, n)
     ssc = rng.lognormal(np.log(7_000.0), 0.6, n) * drift.ssc_scale
     signal = rng.lognormal(np.log(120.0), 0.9, (n, len(markers)))
@@ -167,7 +178,7 @@ def debris(
         k = markers.index("CD45")
         with_cd45 = np.flatnonzero(rng.random(n) < DEBRIS_CD45)
         gain = drift.gains["CD45"] / weak.get("CD45", 1.0)
-        signal[with_cd45, k] += rng.lognormal(np.log(2_000.0 * gain), 0.9, with_cd45.size)
+        signal[with_cd45, k] += rng.lognormal(np.log(800.0 * gain), 0.9, with_cd45.size)
     return np.clip(fsc, 1_000, 262_143), np.clip(height, 800, 262_143), ssc, signal
 
 
@@ -187,8 +198,12 @@ def simulate_tube(
     weak = dict(weak or {})
     names = list(counts)
     p = np.array([counts[n] for n in names], dtype=np.float64)
-    n_debris = int(round(n_events * rng.uniform(*DEBRIS_FRACTION)))
+    lymph_share = sum(v for k, v in counts.items() if CELL_TYPES[k].scatter == "lymph") / float(
+        p.sum()
+    )
+    debris_share = rng.uniform(*DEBRIS_PER_LYMPHOCYTE) * lymph_share
     n_doublets = int(round(n_events * rng.uniform(*DOUBLET_FRACTION)))
+    n_debris = int(round((n_events - n_doublets) * debris_share / (1 + debris_share)))
     n_cells = n_events - n_debris - n_doublets
     drawn = _composition(n_cells, p / p.sum(), rng, composition)
     labels = np.repeat(np.array(names, dtype=object), drawn)
