@@ -222,6 +222,7 @@ class MixtureRegion(Gate):
     Mahalanobis) of that component."""
 
     kind: ClassVar[str] = "mixture"
+    pointwise: ClassVar[bool] = True
     dimensions: tuple[Dimension, ...]
     weights: tuple[float, ...]
     means: tuple[tuple[float, ...], ...]  # of log10(values)

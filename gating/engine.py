@@ -13,7 +13,9 @@ population and those that depend on it; the rest of the strategy is gated.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+import zlib
 from typing import Any
 
 import numpy as np
@@ -21,12 +23,17 @@ import numpy as np
 from .blocks import _row_mode
 from .errors import GatingError, GatingWarning
 from .evaluator import Evaluator  # also gating.engine.Evaluator, as before the split
-from .gates import BooleanGate, EllipsoidGate, Gate, PolygonGate, RectangleGate
+from .gates import Gate
 from .plans import _Segment
 from .result import GatingResult
-from .strategy import Strategy
+from .strategy import Population, Strategy
 
-_POINTWISE = (RectangleGate, PolygonGate, EllipsoidGate, BooleanGate)
+#: A data-driven gate is fitted on at most this many of its parent's events, drawn at random
+#: (seeded by the population's name, so a file always gets the same gate). Its 256-bin density,
+#: quantiles and robust spreads then vary between draws by well under a bin (the standard error
+#: of a quantile of 200,000 events is < 0.002 of the parent's spread), far less than the
+#: instrument's own variation; the resolved geometry is then applied to every event.
+FIT_EVENTS = 200_000
 
 
 def _is_data_driven(gate: Gate) -> bool:
@@ -34,9 +41,13 @@ def _is_data_driven(gate: Gate) -> bool:
 
 
 def _is_pointwise(gate: Gate) -> bool:
-    """Whether the gate decides each event from that event's values alone: the built-in geometric
-    and boolean gates (exactly those types: a subclass may override ``contains``)."""
-    return type(gate) in _POINTWISE
+    """Whether the gate decides each event from that event's values alone (``Gate.pointwise``),
+    as declared by its class or by the class it inherits ``contains`` from."""
+    cls = type(gate)
+    for klass in cls.__mro__:
+        if "contains" in vars(klass) or "pointwise" in vars(klass):
+            return bool(vars(klass).get("pointwise", False))
+    return False
 
 
 class _NotPlaced(GatingError):
@@ -51,27 +62,38 @@ def _note(ev: Evaluator, pop: Any, message: object) -> None:
     warnings.warn(f"{ev.sample_name or 'sample'}: {note}", GatingWarning, stacklevel=5)
 
 
-def _whole(ev: Evaluator, pop: Any, masks: dict[str, np.ndarray]) -> Gate:
-    """Evaluate one population on whole columns (data-driven and custom gates). A data-driven
-    gate that cannot place itself on this sample raises _NotPlaced (its population fails)."""
+def _resolve(ev: Evaluator, pop: Any, masks: dict[str, np.ndarray], row_mode: str) -> Gate:
+    """The geometry a data-driven gate takes on this sample, fitted on (at most
+    :data:`FIT_EVENTS` of) its parent's events. Raises _NotPlaced when it cannot place itself."""
     parent = masks[pop.parent] if pop.parent is not None else None
+    rows = None if parent is None else np.flatnonzero(parent)
+    n = ev.n if rows is None else rows.size
+    if n > FIT_EVENTS:
+        rng = np.random.default_rng(zlib.crc32(pop.name.encode("utf-8")))
+        pick = np.sort(rng.choice(n, FIT_EVENTS, replace=False))
+        rows = pick if rows is None else rows[pick]
+    failure: GatingError | None = None
     gate = pop.gate
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", GatingWarning)
+        try:
+            gate = gate.resolve(ev.fit_values(gate.dimensions, rows, row_mode))
+        except GatingError as exc:
+            failure = exc
+    for w in caught:  # re-issued outside the recording context
+        if issubclass(w.category, GatingWarning):
+            _note(ev, pop, w.message)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if failure is not None:
+        raise _NotPlaced(str(failure)) from None
+    return gate
+
+
+def _whole(ev: Evaluator, pop: Any, gate: Gate, masks: dict[str, np.ndarray]) -> None:
+    """Evaluate a gate that is not pointwise (a custom gate) on all its parent's events at once."""
+    parent = masks[pop.parent] if pop.parent is not None else None
     idx = None if parent is None else np.flatnonzero(parent)
-    if _is_data_driven(gate):
-        failure: GatingError | None = None
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", GatingWarning)
-            try:
-                gate = gate.resolve(ev.matrix(gate.dimensions, idx))
-            except GatingError as exc:
-                failure = exc
-        for w in caught:  # re-issued outside the recording context
-            if issubclass(w.category, GatingWarning):
-                _note(ev, pop, w.message)
-            else:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        if failure is not None:
-            raise _NotPlaced(str(failure)) from None
     inside = ev.inside(gate, idx)
     if idx is None:
         mask = inside.copy()
@@ -79,49 +101,61 @@ def _whole(ev: Evaluator, pop: Any, masks: dict[str, np.ndarray]) -> Gate:
         mask = np.zeros(ev.n, dtype=bool)
         mask[idx[inside]] = True
     masks[pop.name] = mask
-    return gate
 
 
 def apply_strategy(
     strategy: Strategy, sample: Any, markers: dict[str, str] | None = None
 ) -> GatingResult:
     """Evaluate every population of ``strategy`` on ``sample``; see :class:`GatingResult`.
-    ``markers``: strategy name -> the sample's marker or channel (see :mod:`gating.markers`)."""
+    ``markers``: strategy name -> the sample's marker or channel (see :mod:`gating.markers`).
+
+    Populations are taken in order. A data-driven gate is resolved as soon as its parent's events
+    are known (fitted on at most :data:`FIT_EVENTS` of them); the geometry it takes, like every
+    fixed gate, joins the run of pointwise populations that is evaluated block by block, so no
+    gate needs whole-sample compensated or transformed columns."""
     ev = Evaluator(strategy, sample, markers)
     row_mode = _row_mode(sample)
     ev.check_dimensions()
     masks: dict[str, np.ndarray] = {}
     applied: dict[str, Gate] = {}
     failed: dict[str, str] = {}
-    pops = list(strategy.populations)
-    i = 0
-    while i < len(pops):
-        if not _is_pointwise(pops[i].gate):
-            pop = pops[i]
-            upstream = _failed_upstream(pop, failed)
-            if upstream is not None:
-                failed[pop.name] = upstream
-            else:
-                try:
-                    applied[pop.name] = _whole(ev, pop, masks)
-                except _NotPlaced as exc:
-                    failed[pop.name] = str(exc)
-                    where = f" ({strategy.source})" if strategy.source else ""
-                    _note(ev, pop, f"not gated{where}: {exc}")
-            if pop.name in failed:  # empty, so that what follows runs; never reported
-                masks[pop.name] = np.zeros(ev.n, dtype=bool)
-                applied.setdefault(pop.name, pop.gate)
-            i += 1
+    pending: list[Population] = []  # pointwise populations not evaluated yet
+    waiting: set[str] = set()
+
+    def flush() -> None:
+        if pending:
+            _Segment(ev, pending, row_mode).run(masks, applied)
+            pending.clear()
+            waiting.clear()
+
+    for pop in strategy.populations:
+        upstream = _failed_upstream(pop, failed)
+        if upstream is not None:
+            failed[pop.name] = upstream
+            masks[pop.name] = np.zeros(ev.n, dtype=bool)  # never reported
+            applied[pop.name] = pop.gate
             continue
-        j = i
-        while j < len(pops) and _is_pointwise(pops[j].gate):
-            j += 1
-        _Segment(ev, pops[i:j], row_mode).run(masks, applied)
-        for pop in pops[i:j]:
-            upstream = _failed_upstream(pop, failed)
-            if upstream is not None:
-                failed[pop.name] = upstream
-        i = j
+        gate = pop.gate
+        if _is_data_driven(gate):
+            if pop.parent in waiting:
+                flush()  # its parent's events are needed now
+            try:
+                gate = _resolve(ev, pop, masks, row_mode)
+            except _NotPlaced as exc:
+                failed[pop.name] = str(exc)
+                where = f" ({strategy.source})" if strategy.source else ""
+                _note(ev, pop, f"not gated{where}: {exc}")
+                masks[pop.name] = np.zeros(ev.n, dtype=bool)  # never reported
+                applied[pop.name] = pop.gate
+                continue
+        if _is_pointwise(gate):
+            pending.append(pop if gate is pop.gate else dataclasses.replace(pop, gate=gate))
+            waiting.add(pop.name)
+            continue
+        flush()
+        _whole(ev, pop, gate, masks)
+        applied[pop.name] = gate
+    flush()
     return GatingResult(strategy=strategy, masks=masks, gates=applied, evaluator=ev, failed=failed)
 
 

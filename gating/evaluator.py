@@ -15,6 +15,7 @@ event).
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,17 @@ if TYPE_CHECKING:
     from .strategy import Strategy
 
 _NEAR = 1e-9  # relative distance to a mapped-back bound within which events are checked exactly
+
+
+class _Rows:
+    """Some events of a sample that has no ``linear_values``: its events as they are."""
+
+    def __init__(self, events: np.ndarray, channels: list[str], markers: list[str], sample: Any):
+        self.events = events
+        self.channels = channels
+        self.markers = markers
+        self.spillover = getattr(sample, "spillover", None)
+        self.path = getattr(sample, "path", None)
 
 
 def _transform_once(
@@ -62,6 +74,7 @@ class Evaluator:
             )
         self.strategy = strategy
         self.sample = sample
+        self.marker_map = markers
         self.events = events
         self.n = events.shape[0]
         self.channels = [str(c) for c in sample.channels]
@@ -217,6 +230,26 @@ class Evaluator:
         if entry is None:
             entry = self._scaled[key] = (np.empty(self.n), np.zeros(self.n, dtype=bool))
         return _transform_once(tr, base, entry, idx)
+
+    def fit_values(
+        self, dims: tuple[Dimension, ...], rows: np.ndarray | None, row_mode: str
+    ) -> np.ndarray:
+        """Values of ``dims`` on their scales for the events ``rows`` (sorted; all if None), as a
+        data-driven gate is fitted on them: linear values, compensation and transforms computed
+        for those rows only (on a copy of the sample holding just them), so that fitting a gate
+        needs no whole-sample column. Shape (rows, dims)."""
+        if rows is None or row_mode == "whole":
+            return self.matrix(dims, rows)  # whole columns: computed once, cached
+        events = self.events[rows]
+        if row_mode == "view":
+            part: Any = dataclasses.replace(self.sample, events=events)
+        else:
+            part = _Rows(events, self.channels, self.markers, self.sample)
+        sub = Evaluator(self.strategy, part, self.marker_map)
+        sub._comp_objects = self._comp_objects  # the same matrices (and notes, said once here)
+        for d in dims:  # build any compensation here, so its notes land in this evaluator
+            self.compensation(d.compensation)
+        return sub.matrix(dims, None)
 
     def matrix(self, dims: tuple[Dimension, ...], idx: np.ndarray | None) -> np.ndarray:
         m = np.empty((self.n if idx is None else idx.size, len(dims)), dtype=np.float64)

@@ -30,6 +30,7 @@ class OutsideGate(Gate):
     """The events outside another gate (FlowJo's ``eventsInside="0"``, FlowJo 9's ``negated``)."""
 
     kind: ClassVar[str] = "outside"
+    pointwise: ClassVar[bool] = True
     gate: Gate
     dimensions: tuple[Dimension, ...] = field(init=False)
 
@@ -69,6 +70,7 @@ class FlowJoPolygonGate(PolygonGate):
     fall the other way than on exact values, as they do in FlowJo."""
 
     kind: ClassVar[str] = "flowjo_polygon"
+    pointwise: ClassVar[bool] = True
     tops: tuple[float, float] = (1.0, 1.0)
     resolution: int = 256
 
@@ -97,6 +99,7 @@ class FlowJoCellGate(Gate):
     rectangle matches FlowJo's count exactly; polygons come within 5 events."""
 
     kind: ClassVar[str] = "flowjo9_cell"
+    pointwise: ClassVar[bool] = True
     gate: Gate
     tops: tuple[float, ...] = (1.0, 1.0)
     resolution: int = 256

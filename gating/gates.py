@@ -46,6 +46,10 @@ class Gate(ABC):
     """Base class of every gate. Subclass it (and :func:`register_gate` it) for a custom gate."""
 
     kind: ClassVar[str] = "gate"
+    #: True when ``contains`` decides each event from that event's values alone, so the engine
+    #: may evaluate the gate block by block; a subclass that overrides ``contains`` must say so
+    #: again (else it is evaluated on its parent's events at once).
+    pointwise: ClassVar[bool] = False
     dimensions: tuple[Dimension, ...]  # each subclass declares it (a dataclass field)
 
     @abstractmethod
@@ -78,6 +82,7 @@ class RectangleGate(Gate):
     """min <= x < max on every dimension (Gating-ML); a None bound is open. One dimension: a range."""
 
     kind: ClassVar[str] = "rectangle"
+    pointwise: ClassVar[bool] = True
     dimensions: tuple[Dimension, ...]
     mins: tuple[float | None, ...]
     maxs: tuple[float | None, ...]
@@ -117,6 +122,7 @@ class PolygonGate(Gate):
     (0.5, 0) is inside, (0.5, 1) and (1, 0.5) are not)."""
 
     kind: ClassVar[str] = "polygon"
+    pointwise: ClassVar[bool] = True
     dimensions: tuple[Dimension, ...]
     vertices: tuple[tuple[float, float], ...]
 
@@ -238,6 +244,7 @@ class EllipsoidGate(Gate):
     """(x - mean)' inv(covariance) (x - mean) <= distance_square; boundary inclusive."""
 
     kind: ClassVar[str] = "ellipsoid"
+    pointwise: ClassVar[bool] = True
     dimensions: tuple[Dimension, ...]
     mean: tuple[float, ...]
     covariance: tuple[tuple[float, ...], ...]
@@ -276,6 +283,7 @@ class BooleanGate(Gate):
     """and / or / not over other populations' memberships; each operand may be complemented."""
 
     kind: ClassVar[str] = "boolean"
+    pointwise: ClassVar[bool] = True
     op: str
     operands: tuple[tuple[str, bool], ...]  # (population id, use as complement)
     dimensions: tuple[Dimension, ...] = ()

@@ -204,11 +204,12 @@ class _RegionPlan(_Plan):
 
 
 def _bounding_box(gate: Gate) -> tuple[np.ndarray, np.ndarray] | None:
-    """(mins, maxs) on the scale outside which no event can be in the gate, or None."""
-    if isinstance(gate, PolygonGate):
+    """(mins, maxs) on the scale outside which no event can be in the gate, or None (for
+    subclasses too: FlowJo's polygons move events onto their display grid first)."""
+    if type(gate) is PolygonGate:
         verts = np.asarray(gate.vertices, dtype=np.float64)
         return verts.min(axis=0), verts.max(axis=0)
-    if isinstance(gate, EllipsoidGate):
+    if type(gate) is EllipsoidGate:
         cov = np.asarray(gate.covariance, dtype=np.float64)
         if gate.distance_square < 0 or not np.all(np.isfinite(cov)):
             return None
@@ -249,7 +250,7 @@ class _Segment:
         self._sources: dict[_Source, None] = {}  # every source the plans use
         self.plans: list[_Plan] = []
         for pop in pops:
-            if isinstance(pop.gate, RectangleGate):
+            if type(pop.gate) is RectangleGate:
                 self.plans.append(_RectanglePlan(pop, self))
             elif isinstance(pop.gate, BooleanGate):
                 self.plans.append(_BooleanPlan(pop))
