@@ -145,6 +145,7 @@ class _Block:
         self._comp: dict[str, np.ndarray] = {}
         self._ratio: dict[_Source, np.ndarray] = {}
         self._scaled: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self.memo: dict[tuple, Any] = {}  # what plans share within the block (mixtures)
 
     def _events(self) -> np.ndarray:
         """The block's events as stored (same dtype), column-major: each column contiguous, so

@@ -230,21 +230,41 @@ class MixtureRegion(Gate):
     chosen: tuple[int, ...]
     max_distance2: float
 
-    def contains(self, values: np.ndarray) -> np.ndarray:
+    @property
+    def mixture(self) -> tuple:
+        """What identifies the fitted mixture (sibling populations share it; ``chosen`` differs)."""
+        return (self.dimensions, self.weights, self.means, self.covariances, self.max_distance2)
+
+    def classify(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(most probable component, its squared Mahalanobis distance) per event; ties go to
+        the first component."""
         x = _log_scatter(values)
-        if x.shape[0] == 0:
-            return np.zeros(0, dtype=bool)
         k = len(self.weights)
-        logp = np.empty((x.shape[0], k))
         d2 = np.empty((x.shape[0], k))
+        logp = np.empty((x.shape[0], k))
         for j, (w, mu, cov) in enumerate(zip(self.weights, self.means, self.covariances)):
-            cov = np.asarray(cov)
-            d = x - np.asarray(mu)
-            d2[:, j] = np.einsum("ij,jk,ik->i", d, np.linalg.inv(cov), d)
-            logp[:, j] = np.log(w) - 0.5 * (d2[:, j] + np.log(np.linalg.det(cov)))
+            cov = np.asarray(cov, dtype=np.float64)
+            d = x - np.asarray(mu, dtype=np.float64)
+            q = np.linalg.inv(cov)
+            if d.shape[1] == 2:  # the scatter case, without a general matrix product
+                dx, dy = d[:, 0], d[:, 1]
+                d2[:, j] = q[0, 0] * dx * dx + (q[0, 1] + q[1, 0]) * dx * dy + q[1, 1] * dy * dy
+            else:
+                d2[:, j] = np.einsum("ij,ij->i", d @ q, d)
+            logp[:, j] = (np.log(w) - 0.5 * np.log(np.linalg.det(cov))) - 0.5 * d2[:, j]
         best = np.argmax(logp, axis=1)
-        inside = np.isin(best, self.chosen)
-        return inside & (d2[np.arange(x.shape[0]), best] <= self.max_distance2)
+        return best, np.take_along_axis(d2, best[:, None], axis=1)[:, 0]
+
+    def contains_classified(self, best: np.ndarray, d2: np.ndarray) -> np.ndarray:
+        """Membership from :meth:`classify`'s result."""
+        mine = np.zeros(len(self.weights), dtype=bool)
+        mine[list(self.chosen)] = True
+        return mine[best] & (d2 <= self.max_distance2)
+
+    def contains(self, values: np.ndarray) -> np.ndarray:
+        if values.shape[0] == 0:
+            return np.zeros(0, dtype=bool)
+        return self.contains_classified(*self.classify(values))
 
     def geometry(self) -> dict[str, Any]:
         return {

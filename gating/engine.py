@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-import zlib
 from typing import Any
 
 import numpy as np
@@ -27,13 +26,6 @@ from .gates import Gate
 from .plans import _Segment
 from .result import GatingResult
 from .strategy import Population, Strategy
-
-#: A data-driven gate is fitted on at most this many of its parent's events, drawn at random
-#: (seeded by the population's name, so a file always gets the same gate). Its 256-bin density,
-#: quantiles and robust spreads then vary between draws by well under a bin (the standard error
-#: of a quantile of 200,000 events is < 0.002 of the parent's spread), far less than the
-#: instrument's own variation; the resolved geometry is then applied to every event.
-FIT_EVENTS = 200_000
 
 
 def _is_data_driven(gate: Gate) -> bool:
@@ -64,20 +56,15 @@ def _note(ev: Evaluator, pop: Any, message: object) -> None:
 
 def _resolve(ev: Evaluator, pop: Any, masks: dict[str, np.ndarray], row_mode: str) -> Gate:
     """The geometry a data-driven gate takes on this sample, fitted on (at most
-    :data:`FIT_EVENTS` of) its parent's events. Raises _NotPlaced when it cannot place itself."""
+    :data:`gating.evaluator.FIT_EVENTS` of) its parent's events. Raises _NotPlaced when it
+    cannot place itself."""
     parent = masks[pop.parent] if pop.parent is not None else None
-    rows = None if parent is None else np.flatnonzero(parent)
-    n = ev.n if rows is None else rows.size
-    if n > FIT_EVENTS:
-        rng = np.random.default_rng(zlib.crc32(pop.name.encode("utf-8")))
-        pick = np.sort(rng.choice(n, FIT_EVENTS, replace=False))
-        rows = pick if rows is None else rows[pick]
     failure: GatingError | None = None
     gate = pop.gate
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", GatingWarning)
         try:
-            gate = gate.resolve(ev.fit_values(gate.dimensions, rows, row_mode))
+            gate = gate.resolve(ev.fit_values(gate.dimensions, parent, row_mode, pop.parent or ""))
         except GatingError as exc:
             failure = exc
     for w in caught:  # re-issued outside the recording context
@@ -110,9 +97,9 @@ def apply_strategy(
     ``markers``: strategy name -> the sample's marker or channel (see :mod:`gating.markers`).
 
     Populations are taken in order. A data-driven gate is resolved as soon as its parent's events
-    are known (fitted on at most :data:`FIT_EVENTS` of them); the geometry it takes, like every
-    fixed gate, joins the run of pointwise populations that is evaluated block by block, so no
-    gate needs whole-sample compensated or transformed columns."""
+    are known (fitted on at most :data:`gating.evaluator.FIT_EVENTS` of them); the geometry it
+    takes, like every fixed gate, joins the run of pointwise populations that is evaluated block
+    by block, so no gate needs whole-sample compensated or transformed columns."""
     ev = Evaluator(strategy, sample, markers)
     row_mode = _row_mode(sample)
     ev.check_dimensions()
@@ -156,6 +143,7 @@ def apply_strategy(
         _whole(ev, pop, gate, masks)
         applied[pop.name] = gate
     flush()
+    ev.drop_fit_values()
     return GatingResult(strategy=strategy, masks=masks, gates=applied, evaluator=ev, failed=failed)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+import zlib
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +32,21 @@ if TYPE_CHECKING:
     from .strategy import Strategy
 
 _NEAR = 1e-9  # relative distance to a mapped-back bound within which events are checked exactly
+
+
+#: Data-driven gates are fitted on at most this many events (a random draw). A 256-bin density,
+#: quantiles and robust spreads of 200,000 events vary between draws by well under a bin (the
+#: standard error of a quantile of 200,000 events is < 0.002 of the spread), far less than the
+#: instrument's own variation; the geometry a gate resolves to is then applied to every event.
+FIT_EVENTS = 200_000
+#: A parent with fewer events than this in the shared draw is fitted on its own events instead.
+MIN_FIT_EVENTS = 20_000
+
+
+def _draw(n: int, key: str) -> np.ndarray:
+    """FIT_EVENTS of range(n), sorted, the same every time for the same n and key."""
+    rng = np.random.default_rng(zlib.crc32(key.encode("utf-8")))
+    return np.sort(rng.choice(n, FIT_EVENTS, replace=False))
 
 
 class _Rows:
@@ -96,6 +112,8 @@ class Evaluator:
         self._ratio: dict[tuple[str, str], np.ndarray] = {}
         self._scaled: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._comp_objects: dict[str, Compensation | None] = {}
+        self._shared: tuple[np.ndarray, Evaluator] | None = None  # see fit_values
+        self._own: tuple[str, Evaluator] | None = None
 
     # --- names -----------------------------------------------------------------------------
 
@@ -232,24 +250,60 @@ class Evaluator:
         return _transform_once(tr, base, entry, idx)
 
     def fit_values(
-        self, dims: tuple[Dimension, ...], rows: np.ndarray | None, row_mode: str
+        self,
+        dims: tuple[Dimension, ...],
+        parent: np.ndarray | None,
+        row_mode: str,
+        key: str = "",
     ) -> np.ndarray:
-        """Values of ``dims`` on their scales for the events ``rows`` (sorted; all if None), as a
-        data-driven gate is fitted on them: linear values, compensation and transforms computed
-        for those rows only (on a copy of the sample holding just them), so that fitting a gate
-        needs no whole-sample column. Shape (rows, dims)."""
-        if rows is None or row_mode == "whole":
-            return self.matrix(dims, rows)  # whole columns: computed once, cached
+        """Values of ``dims`` on their scales for the events a data-driven gate is fitted on: its
+        parent's events (``parent``: bool mask over all events, None for all), at most
+        :data:`FIT_EVENTS` of them. Shape (events, dims).
+
+        A sample of more than FIT_EVENTS events gets one random draw of FIT_EVENTS rows (seeded,
+        so a file always gets the same gates), computed once (linear values, compensation and
+        transforms for those rows only) and shared by every gate whose parent has at least
+        :data:`MIN_FIT_EVENTS` events in it; a smaller parent is fitted on (up to FIT_EVENTS of)
+        all its own events, computed for them alone and shared by its sibling gates (``key``:
+        the parent's name). No whole-sample column is computed."""
+        if self.n <= FIT_EVENTS or row_mode == "whole":
+            idx = None if parent is None else np.flatnonzero(parent)
+            if idx is not None and idx.size > FIT_EVENTS:
+                idx = idx[_draw(idx.size, key)]
+            return self.matrix(dims, idx)  # whole columns: computed once, cached
+        for d in dims:  # build any compensation here, so its notes land in this evaluator
+            self.compensation(d.compensation)
+        if self._shared is None:
+            rows = _draw(self.n, "")
+            self._shared = (rows, self._part(rows, row_mode))
+        rows, shared = self._shared
+        if parent is None:
+            return shared.matrix(dims, None)
+        local = np.flatnonzero(parent[rows])
+        total = int(np.count_nonzero(parent))
+        if local.size >= MIN_FIT_EVENTS or local.size == total:
+            return shared.matrix(dims, local)
+        if self._own is None or self._own[0] != key:
+            own = np.flatnonzero(parent)
+            if own.size > FIT_EVENTS:
+                own = own[_draw(own.size, key)]
+            self._own = (key, self._part(own, row_mode))
+        return self._own[1].matrix(dims, None)
+
+    def drop_fit_values(self) -> None:
+        """Free what :meth:`fit_values` kept (once every gate is placed)."""
+        self._shared = self._own = None
+
+    def _part(self, rows: np.ndarray, row_mode: str) -> Evaluator:
+        """An evaluator of the events ``rows`` only (a copy of the sample holding just them)."""
         events = self.events[rows]
         if row_mode == "view":
             part: Any = dataclasses.replace(self.sample, events=events)
         else:
             part = _Rows(events, self.channels, self.markers, self.sample)
         sub = Evaluator(self.strategy, part, self.marker_map)
-        sub._comp_objects = self._comp_objects  # the same matrices (and notes, said once here)
-        for d in dims:  # build any compensation here, so its notes land in this evaluator
-            self.compensation(d.compensation)
-        return sub.matrix(dims, None)
+        sub._comp_objects = self._comp_objects  # the same matrices, notes said once here
+        return sub
 
     def matrix(self, dims: tuple[Dimension, ...], idx: np.ndarray | None) -> np.ndarray:
         m = np.empty((self.n if idx is None else idx.size, len(dims)), dtype=np.float64)

@@ -188,10 +188,15 @@ class _RegionPlan(_Plan):
                 return inside
             out[idx] = inside
             return out
-        values = np.empty((m, len(self.axes)), dtype=np.float64)
-        for k, axis in enumerate(self.axes):
-            values[:, k] = blk.scaled(axis, idx)
-        inside = np.asarray(self.gate.contains(values))
+        classify = getattr(self.gate, "classify", None)
+        if classify is not None:  # a mixture: siblings on the same events classify them once
+            memo = (self.gate.mixture, self.parent, tuple(a.source for a in self.axes))
+            found = blk.memo.get(memo)
+            if found is None:
+                found = blk.memo[memo] = classify(self._values(blk, idx, m))
+            inside = self.gate.contains_classified(*found)
+        else:
+            inside = np.asarray(self.gate.contains(self._values(blk, idx, m)))
         if inside.dtype != bool or inside.shape != (m,):
             raise GatingError(
                 f"gate {type(self.gate).__name__} returned {inside.dtype} {inside.shape}, "
@@ -201,6 +206,12 @@ class _RegionPlan(_Plan):
             return inside
         out[idx] = inside
         return out
+
+    def _values(self, blk: _Block, idx: np.ndarray | None, m: int) -> np.ndarray:
+        values = np.empty((m, len(self.axes)), dtype=np.float64)
+        for k, axis in enumerate(self.axes):
+            values[:, k] = blk.scaled(axis, idx)
+        return values
 
 
 def _bounding_box(gate: Gate) -> tuple[np.ndarray, np.ndarray] | None:
