@@ -551,7 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.3,
         help="largest relative instrument drift between tubes (default 0.3 = ±30%%)",
     )
-    p.add_argument("--specimens", type=int, default=3, help="healthy donors (healthy preset)")
+    p.add_argument(
+        "--specimens", type=int, default=3, help="specimens of the healthy and realistic presets"
+    )
     p.add_argument("--min-events", type=int, default=60_000, help="fewest events per tube")
     p.add_argument("--max-events", type=int, default=120_000, help="most events per tube")
     p.add_argument(
