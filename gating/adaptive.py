@@ -189,9 +189,7 @@ class ThresholdGate(Gate):
         )
 
     def resolve(self, values: np.ndarray) -> RectangleGate:
-        t = self.threshold(values[:, 0])
-        bounds = ((t,), (None,)) if self.positive else ((None,), (t,))
-        return RectangleGate(self.dimensions, *bounds)
+        return RectangleGate.beyond(self.dimensions, self.threshold(values[:, 0]), self.positive)
 
     def contains(self, values: np.ndarray) -> np.ndarray:
         return self.resolve(values).contains(values)
@@ -380,10 +378,8 @@ class TailGate(Gate):
         return mode + z * spread if self.side == "upper" else mode - z * spread
 
     def resolve(self, values: np.ndarray) -> RectangleGate:
-        c = self.cut(values[:, 0])
         above = (self.side == "upper") == (self.keep == "tail")
-        bounds = ((c,), (None,)) if above else ((None,), (c,))
-        return RectangleGate(self.dimensions, *bounds)
+        return RectangleGate.beyond(self.dimensions, self.cut(values[:, 0]), above)
 
     def contains(self, values: np.ndarray) -> np.ndarray:
         return self.resolve(values).contains(values)

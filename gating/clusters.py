@@ -128,8 +128,7 @@ class MixtureCutGate(Gate):
                 raise GatingError(f"{where} ({np.isfinite(x).sum()} events); give a fallback")
             _warn(f"{where}: used the fallback threshold {self.fallback}")
             cut = float(self.fallback)
-        bounds = ((cut,), (None,)) if self.positive else ((None,), (cut,))
-        return RectangleGate(self.dimensions, *bounds)
+        return RectangleGate.beyond(self.dimensions, cut, self.positive)
 
     def contains(self, values: np.ndarray) -> np.ndarray:
         return self.resolve(values).contains(values)

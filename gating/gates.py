@@ -100,6 +100,11 @@ class RectangleGate(Gate):
             if lo is None and hi is None:
                 raise GatingError(f"rectangle gate: dimension {d.name!r} has neither min nor max")
 
+    @classmethod
+    def beyond(cls, dimensions: tuple[Dimension, ...], cut: float, above: bool) -> RectangleGate:
+        """The range of one dimension above ``cut`` (inclusive), or below it."""
+        return cls(dimensions, (cut,), (None,)) if above else cls(dimensions, (None,), (cut,))
+
     def contains(self, values: np.ndarray) -> np.ndarray:
         inside = np.ones(values.shape[0], dtype=bool)
         for j, (lo, hi) in enumerate(zip(self.mins, self.maxs)):
