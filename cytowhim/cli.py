@@ -47,9 +47,9 @@ def _format_inspection(info: dict) -> str:
         lines.append(f"{pad}events      " + (f"{events:,}" if events is not None else "?"))
         offsets = ds["data_offsets"]
         where = f"bytes {offsets[0]}-{offsets[1]}" if offsets else "bytes unknown"
-        lines.append(
-            f"{pad}data        $DATATYPE {ds['datatype']}, {ds['byte_order']}-endian, {where}"
-        )
+        order = ds["byte_order"]
+        order = order if order == "bit-packed" else f"{order}-endian"
+        lines.append(f"{pad}data        $DATATYPE {ds['datatype']}, {order}, {where}")
         spill = ds["spillover"]
         if spill is None:
             lines.append(f"{pad}spillover   none")

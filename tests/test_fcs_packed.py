@@ -142,3 +142,14 @@ def test_write_fcs_keeps_writing_byte_aligned_data(tmp_path):
     for j in range(5):
         assert back.keywords[f"$P{j + 1}R"] == "512"
         np.testing.assert_allclose(back.linear_values(j), s.linear_values(j))
+
+
+def test_inspect_names_a_packed_file_as_such(capsys):
+    """Issue 11: `cytowhim inspect` stopped with "$P1B=9: integer parameters must be 8 to 64 bits
+    in whole bytes"; it now describes the file, saying its values are bit-packed."""
+    from cytowhim.cli import main
+
+    assert main(["inspect", str(LABKEY / "931115-C07- Sample 02.fcs")]) == 0
+    out = capsys.readouterr().out
+    assert "events      10,000" in out and "$DATATYPE I, bit-packed, bytes 768-57017" in out
+    assert "L-selectin" in out and "9  512" in out

@@ -218,7 +218,9 @@ def _describe(path: str | os.PathLike) -> dict[str, Any]:
                     "date": kw.get("$DATE", "").strip(),
                     "events": n_events,
                     "datatype": fmt.datatype,
-                    "byte_order": "little"
+                    "byte_order": "bit-packed"  # one LSB-first bit stream: no byte order
+                    if fmt.packed
+                    else "little"
                     if fmt.little_endian
                     else "big"
                     if fmt.big_endian
