@@ -238,21 +238,34 @@ class MixtureRegion(Gate):
         """(most probable component, its squared Mahalanobis distance) per event; ties go to
         the first component."""
         x = _log_scatter(values)
-        k = len(self.weights)
-        d2 = np.empty((x.shape[0], k))
-        logp = np.empty((x.shape[0], k))
+        n, k = x.shape[0], len(self.weights)
+        d2 = np.empty((k, n))  # one contiguous row per component
+        logp = np.empty((k, n))
+        if x.shape[1] == 2:  # the scatter case, in place, without a general matrix product
+            x0, x1 = np.ascontiguousarray(x[:, 0]), np.ascontiguousarray(x[:, 1])
+            dx, dy, tmp = np.empty(n), np.empty(n), np.empty(n)
         for j, (w, mu, cov) in enumerate(zip(self.weights, self.means, self.covariances)):
             cov = np.asarray(cov, dtype=np.float64)
-            d = x - np.asarray(mu, dtype=np.float64)
             q = np.linalg.inv(cov)
-            if d.shape[1] == 2:  # the scatter case, without a general matrix product
-                dx, dy = d[:, 0], d[:, 1]
-                d2[:, j] = q[0, 0] * dx * dx + (q[0, 1] + q[1, 0]) * dx * dy + q[1, 1] * dy * dy
+            row = d2[j]
+            if x.shape[1] == 2:
+                np.subtract(x0, mu[0], out=dx)
+                np.subtract(x1, mu[1], out=dy)
+                np.multiply(dx, dx, out=row)
+                row *= q[0, 0]
+                np.multiply(dx, dy, out=tmp)
+                tmp *= q[0, 1] + q[1, 0]
+                row += tmp
+                np.multiply(dy, dy, out=tmp)
+                tmp *= q[1, 1]
+                row += tmp
             else:
-                d2[:, j] = np.einsum("ij,ij->i", d @ q, d)
-            logp[:, j] = (np.log(w) - 0.5 * np.log(np.linalg.det(cov))) - 0.5 * d2[:, j]
-        best = np.argmax(logp, axis=1)
-        return best, np.take_along_axis(d2, best[:, None], axis=1)[:, 0]
+                d = x - np.asarray(mu, dtype=np.float64)
+                row[:] = np.einsum("ij,ij->i", d @ q, d)
+            np.multiply(row, -0.5, out=logp[j])
+            logp[j] += np.log(w) - 0.5 * np.log(np.linalg.det(cov))
+        best = np.argmax(logp, axis=0)
+        return best, d2[best, np.arange(n)]
 
     def contains_classified(self, best: np.ndarray, d2: np.ndarray) -> np.ndarray:
         """Membership from :meth:`classify`'s result."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from .blocks import _row_mode
 from .errors import GatingError, GatingWarning
-from .evaluator import Evaluator  # also gating.engine.Evaluator, as before the split
+from .evaluator import MIN_FIT_EVENTS, Evaluator  # also gating.engine.Evaluator, as before
 from .gates import Gate
 from .plans import _Segment
 from .result import GatingResult
@@ -54,17 +54,15 @@ def _note(ev: Evaluator, pop: Any, message: object) -> None:
     warnings.warn(f"{ev.sample_name or 'sample'}: {note}", GatingWarning, stacklevel=5)
 
 
-def _resolve(ev: Evaluator, pop: Any, masks: dict[str, np.ndarray], row_mode: str) -> Gate:
-    """The geometry a data-driven gate takes on this sample, fitted on (at most
-    :data:`gating.evaluator.FIT_EVENTS` of) its parent's events. Raises _NotPlaced when it
-    cannot place itself."""
-    parent = masks[pop.parent] if pop.parent is not None else None
+def _resolve(ev: Evaluator, pop: Any, values: np.ndarray) -> Gate:
+    """The geometry a data-driven gate takes on this sample, fitted on ``values`` (its parent's
+    events, or a draw of them). Raises _NotPlaced when it cannot place itself."""
     failure: GatingError | None = None
     gate = pop.gate
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", GatingWarning)
         try:
-            gate = gate.resolve(ev.fit_values(gate.dimensions, parent, row_mode, pop.parent or ""))
+            gate = gate.resolve(values)
         except GatingError as exc:
             failure = exc
     for w in caught:  # re-issued outside the recording context
@@ -75,6 +73,33 @@ def _resolve(ev: Evaluator, pop: Any, masks: dict[str, np.ndarray], row_mode: st
     if failure is not None:
         raise _NotPlaced(str(failure)) from None
     return gate
+
+
+class _Pass:
+    """Pointwise populations waiting to be evaluated, block by block, on a set of events: all of
+    the sample's, or the draw data-driven gates are fitted on."""
+
+    def __init__(self, ev: Evaluator, row_mode: str):
+        self.ev, self.row_mode = ev, row_mode
+        self.masks: dict[str, np.ndarray] = {}
+        self.applied: dict[str, Gate] = {}
+        self.pending: list[Population] = []
+
+    def add(self, pop: Population) -> None:
+        self.pending.append(pop)
+
+    def need(self, name: str | None) -> np.ndarray | None:
+        """The mask of ``name`` (None: all events), evaluating what waits if it is among it."""
+        if name is None:
+            return None
+        if name not in self.masks:
+            self.flush()
+        return self.masks[name]
+
+    def flush(self) -> None:
+        if self.pending:
+            _Segment(self.ev, self.pending, self.row_mode).run(self.masks, self.applied)
+            self.pending = []
 
 
 def _whole(ev: Evaluator, pop: Any, gate: Gate, masks: dict[str, np.ndarray]) -> None:
@@ -103,48 +128,59 @@ def apply_strategy(
     ev = Evaluator(strategy, sample, markers)
     row_mode = _row_mode(sample)
     ev.check_dimensions()
-    masks: dict[str, np.ndarray] = {}
-    applied: dict[str, Gate] = {}
+    full = _Pass(ev, row_mode)  # every event: what the result reports
     failed: dict[str, str] = {}
-    pending: list[Population] = []  # pointwise populations not evaluated yet
-    waiting: set[str] = set()
+    drawn = ev.fit_draw(row_mode)
+    draw = None if drawn is None else _Pass(drawn[1], row_mode)  # where gates are fitted
 
-    def flush() -> None:
-        if pending:
-            _Segment(ev, pending, row_mode).run(masks, applied)
-            pending.clear()
-            waiting.clear()
+    def skip(pop: Population) -> None:  # not gated: empty, so that what follows runs
+        full.masks[pop.name] = np.zeros(ev.n, dtype=bool)
+        full.applied[pop.name] = pop.gate
+        if draw is not None:
+            draw.masks[pop.name] = np.zeros(draw.ev.n, dtype=bool)
 
     for pop in strategy.populations:
         upstream = _failed_upstream(pop, failed)
         if upstream is not None:
             failed[pop.name] = upstream
-            masks[pop.name] = np.zeros(ev.n, dtype=bool)  # never reported
-            applied[pop.name] = pop.gate
+            skip(pop)
             continue
         gate = pop.gate
         if _is_data_driven(gate):
-            if pop.parent in waiting:
-                flush()  # its parent's events are needed now
+            values = None
+            if draw is not None:  # on the draw, when it holds enough of the parent's events
+                parent = draw.need(pop.parent)
+                local = None if parent is None else np.flatnonzero(parent)
+                if local is None or local.size >= MIN_FIT_EVENTS:
+                    values = draw.ev.matrix(gate.dimensions, local)
+            if values is None:  # else on the parent's own events
+                parent = full.need(pop.parent)
+                values = ev.fit_values(gate.dimensions, parent, row_mode, pop.parent or "")
             try:
-                gate = _resolve(ev, pop, masks, row_mode)
+                gate = _resolve(ev, pop, values)
             except _NotPlaced as exc:
                 failed[pop.name] = str(exc)
                 where = f" ({strategy.source})" if strategy.source else ""
                 _note(ev, pop, f"not gated{where}: {exc}")
-                masks[pop.name] = np.zeros(ev.n, dtype=bool)  # never reported
-                applied[pop.name] = pop.gate
+                skip(pop)
                 continue
         if _is_pointwise(gate):
-            pending.append(pop if gate is pop.gate else dataclasses.replace(pop, gate=gate))
-            waiting.add(pop.name)
+            resolved = pop if gate is pop.gate else dataclasses.replace(pop, gate=gate)
+            full.add(resolved)
+            if draw is not None:
+                draw.add(resolved)
             continue
-        flush()
-        _whole(ev, pop, gate, masks)
-        applied[pop.name] = gate
-    flush()
+        full.flush()  # a custom gate: on all its parent's events at once
+        _whole(ev, pop, gate, full.masks)
+        full.applied[pop.name] = gate
+        if draw is not None:
+            draw.flush()
+            draw.masks[pop.name] = full.masks[pop.name][drawn[0]]  # type: ignore[index]
+    full.flush()
     ev.drop_fit_values()
-    return GatingResult(strategy=strategy, masks=masks, gates=applied, evaluator=ev, failed=failed)
+    return GatingResult(
+        strategy=strategy, masks=full.masks, gates=full.applied, evaluator=ev, failed=failed
+    )
 
 
 def _failed_upstream(pop: Any, failed: dict[str, str]) -> str | None:

@@ -249,6 +249,21 @@ class Evaluator:
             entry = self._scaled[key] = (np.empty(self.n), np.zeros(self.n, dtype=bool))
         return _transform_once(tr, base, entry, idx)
 
+    def fit_draw(self, row_mode: str) -> tuple[np.ndarray, Evaluator] | None:
+        """(rows, evaluator of those rows only) of the one random draw of :data:`FIT_EVENTS`
+        events that data-driven gates are fitted on (seeded: a file always gets the same gates);
+        None when the sample is not larger than that, or its linear values come whole."""
+        if self.n <= FIT_EVENTS or row_mode == "whole":
+            return None
+        if self._shared is None:
+            for comp_id in {
+                d.compensation for p in self.strategy.populations for d in p.gate.dimensions
+            }:
+                self.compensation(comp_id)  # built here, so notes land in this evaluator
+            rows = _draw(self.n, "")
+            self._shared = (rows, self._part(rows, row_mode))
+        return self._shared
+
     def fit_values(
         self,
         dims: tuple[Dimension, ...],
@@ -256,16 +271,11 @@ class Evaluator:
         row_mode: str,
         key: str = "",
     ) -> np.ndarray:
-        """Values of ``dims`` on their scales for the events a data-driven gate is fitted on: its
-        parent's events (``parent``: bool mask over all events, None for all), at most
-        :data:`FIT_EVENTS` of them. Shape (events, dims).
-
-        A sample of more than FIT_EVENTS events gets one random draw of FIT_EVENTS rows (seeded,
-        so a file always gets the same gates), computed once (linear values, compensation and
-        transforms for those rows only) and shared by every gate whose parent has at least
-        :data:`MIN_FIT_EVENTS` events in it; a smaller parent is fitted on (up to FIT_EVENTS of)
-        all its own events, computed for them alone and shared by its sibling gates (``key``:
-        the parent's name). No whole-sample column is computed."""
+        """Values of ``dims`` on their scales for (at most :data:`FIT_EVENTS` of) the events of
+        ``parent`` (bool mask over all events, None for all), computed for those events only and
+        shared by sibling gates (``key``: the parent's name): how a data-driven gate is fitted
+        when the shared draw (:meth:`fit_draw`) holds too few of its parent's events, or the
+        sample is small. Shape (events, dims)."""
         if self.n <= FIT_EVENTS or row_mode == "whole":
             idx = None if parent is None else np.flatnonzero(parent)
             if idx is not None and idx.size > FIT_EVENTS:
@@ -273,25 +283,15 @@ class Evaluator:
             return self.matrix(dims, idx)  # whole columns: computed once, cached
         for d in dims:  # build any compensation here, so its notes land in this evaluator
             self.compensation(d.compensation)
-        if self._shared is None:
-            rows = _draw(self.n, "")
-            self._shared = (rows, self._part(rows, row_mode))
-        rows, shared = self._shared
-        if parent is None:
-            return shared.matrix(dims, None)
-        local = np.flatnonzero(parent[rows])
-        total = int(np.count_nonzero(parent))
-        if local.size >= MIN_FIT_EVENTS or local.size == total:
-            return shared.matrix(dims, local)
         if self._own is None or self._own[0] != key:
-            own = np.flatnonzero(parent)
+            own = np.arange(self.n) if parent is None else np.flatnonzero(parent)
             if own.size > FIT_EVENTS:
                 own = own[_draw(own.size, key)]
             self._own = (key, self._part(own, row_mode))
         return self._own[1].matrix(dims, None)
 
     def drop_fit_values(self) -> None:
-        """Free what :meth:`fit_values` kept (once every gate is placed)."""
+        """Free what :meth:`fit_draw` and :meth:`fit_values` kept (once every gate is placed)."""
         self._shared = self._own = None
 
     def _part(self, rows: np.ndarray, row_mode: str) -> Evaluator:
