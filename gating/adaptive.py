@@ -369,6 +369,11 @@ class TailGate(Gate):
         spread = float(np.median(np.abs(away - mode))) * 1.4826 if away.size else 0.0
         if spread == 0:
             spread = float(np.median(np.abs(x - np.median(x)))) * 1.4826
+        if spread == 0:
+            raise GatingError(
+                f"tail gate on {self.dimensions[0].name}: the parent's values have no spread "
+                f"(all {x.size} events at {mode:g}): no main population to find a tail beyond"
+            )
         if self.quantile is not None:
             from statistics import NormalDist
 

@@ -130,7 +130,8 @@ def apply_strategy(
     ev.check_dimensions()
     full = _Pass(ev, row_mode)  # every event: what the result reports
     failed: dict[str, str] = {}
-    drawn = ev.fit_draw(row_mode)
+    fitting = any(_is_data_driven(p.gate) for p in strategy.populations)
+    drawn = ev.fit_draw(row_mode) if fitting else None
     draw = None if drawn is None else _Pass(drawn[1], row_mode)  # where gates are fitted
 
     def skip(pop: Population) -> None:  # not gated: empty, so that what follows runs
@@ -147,18 +148,24 @@ def apply_strategy(
             continue
         gate = pop.gate
         if _is_data_driven(gate):
-            values = None
+            values, on_draw = None, False
             if draw is not None:  # on the draw, when it holds enough of the parent's events
                 parent = draw.need(pop.parent)
                 local = None if parent is None else np.flatnonzero(parent)
                 if local is None or local.size >= MIN_FIT_EVENTS:
                     values = draw.ev.matrix(gate.dimensions, local)
+                    on_draw = True
             if values is None:  # else on the parent's own events
                 parent = full.need(pop.parent)
                 values = ev.fit_values(gate.dimensions, parent, row_mode, pop.parent or "")
             try:
                 gate = _resolve(ev, pop, values)
             except _NotPlaced as exc:
+                if on_draw:  # its event count is the draw's, not the file's
+                    exc = _NotPlaced(
+                        f"{exc} (the parent's events in a random draw of {draw.ev.n:,} of the "
+                        f"file's {ev.n:,} events)"
+                    )
                 failed[pop.name] = str(exc)
                 where = f" ({strategy.source})" if strategy.source else ""
                 _note(ev, pop, f"not gated{where}: {exc}")

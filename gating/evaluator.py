@@ -276,11 +276,16 @@ class Evaluator:
         shared by sibling gates (``key``: the parent's name): how a data-driven gate is fitted
         when the shared draw (:meth:`fit_draw`) holds too few of its parent's events, or the
         sample is small. Shape (events, dims)."""
-        if self.n <= FIT_EVENTS or row_mode == "whole":
-            idx = None if parent is None else np.flatnonzero(parent)
-            if idx is not None and idx.size > FIT_EVENTS:
-                idx = idx[_draw(idx.size, key)]
-            return self.matrix(dims, idx)  # whole columns: computed once, cached
+        if self.n <= FIT_EVENTS or row_mode == "whole":  # whole columns, computed once, cached
+            if self.n <= FIT_EVENTS:
+                return self.matrix(dims, None if parent is None else np.flatnonzero(parent))
+            rows = _draw(self.n, "")  # the draw the other row modes share, and the same rule
+            local = rows if parent is None else rows[parent[rows]]
+            if local.size < MIN_FIT_EVENTS:
+                local = np.flatnonzero(parent)
+                if local.size > FIT_EVENTS:
+                    local = local[_draw(local.size, key)]
+            return self.matrix(dims, local)
         for d in dims:  # build any compensation here, so its notes land in this evaluator
             self.compensation(d.compensation)
         if self._own is None or self._own[0] != key:

@@ -33,6 +33,7 @@ from .blocks import (
     _Source,
     _widen,
 )
+from .clusters import MixtureRegion
 from .errors import GatingError
 from .gates import BooleanGate, Dimension, EllipsoidGate, Gate, PolygonGate, RectangleGate
 
@@ -188,12 +189,11 @@ class _RegionPlan(_Plan):
                 return inside
             out[idx] = inside
             return out
-        classify = getattr(self.gate, "classify", None)
-        if classify is not None:  # a mixture: siblings on the same events classify them once
+        if type(self.gate) is MixtureRegion:  # siblings on the same events classify them once
             memo = (self.gate.mixture, self.parent, tuple(a.source for a in self.axes))
             found = blk.memo.get(memo)
             if found is None:
-                found = blk.memo[memo] = classify(self._values(blk, idx, m))
+                found = blk.memo[memo] = self.gate.classify(self._values(blk, idx, m))
             inside = self.gate.contains_classified(*found)
         else:
             inside = np.asarray(self.gate.contains(self._values(blk, idx, m)))
