@@ -23,6 +23,25 @@ Gates: range, rectangle, polygon, ellipse, quadrant (several populations at once
 custom (a function or Gate subclass registered in Python with :func:`gating.register_gate`; strategy
 files name it, they never import code). A dimension is a name, or a mapping with ``name``,
 ``transform`` and ``compensation``; ``transform`` on a gate applies to all its dimensions.
+
+Data-driven gates place themselves on each sample and resolve to one of the gates above; their
+options, with defaults (unknown keys are an error)::
+
+    threshold:   {dimension, sign: "+", search: [0.2, 0.8], depth: 0.5, bandwidth: null,
+                  peaks: null, prefer: deepest, fallback: null, no_valley: null}
+    mixture_cut: {dimension, sign: "+", search: [0.2, 0.8], quantile: null, fallback: null}
+    tail:        {dimension, side: upper, k: 3, quantile: null, keep: tail}
+    quantile:    {dimension, lower: 0.0, upper: null}
+    cluster:     {x, y, at: [x, y], quantile: 0.95, components: 4, max_offset: null}
+    corner:      {x, y, signs: "++", search: [[0.2, 0.8], [0.2, 0.8]], fallback: [null, null],
+                  + the threshold's valley options}
+    singlets:    {area, height, width: 4}
+    quadrant:    {..., at: auto, search, fallback, per_half: false, + valley options}
+    scatter:     {parent, x, y, components: 6, max_offset: 0.35, max_distance2: 16,
+                  populations: {name: [x, y] | {at: [x, y], required: false}}}
+
+(:mod:`gating.adaptive` and :mod:`gating.clusters` say what each does; the README's gate
+reference explains every option.)
 """
 
 from __future__ import annotations
