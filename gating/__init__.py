@@ -9,6 +9,7 @@ from .compensation import Compensation
 from .errors import AmbiguousMarkerError, GatingError, MissingDimensionError, StrategyError
 from .gates import (
     BooleanGate,
+    DataDrivenGate,
     Dimension,
     EllipsoidGate,
     Gate,
@@ -27,6 +28,7 @@ __all__ = [
     "Asinh",
     "BooleanGate",
     "Compensation",
+    "DataDrivenGate",
     "Dimension",
     "EllipsoidGate",
     "Gate",

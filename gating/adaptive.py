@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .errors import GatingError, GatingWarning
-from .gates import Dimension, Gate, PolygonGate, RectangleGate
+from .gates import DataDrivenGate, Dimension, PolygonGate, RectangleGate
 
 
 def _warn(message: str) -> None:
@@ -118,7 +118,7 @@ def _between_peaks(dens: np.ndarray, peaks: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class ThresholdGate(Gate):
+class ThresholdGate(DataDrivenGate):
     """Marker + or − split at the density valley of the parent's events, searched within
     ``search`` (on the dimension's scale); ``depth``, ``bandwidth``, ``peaks`` and ``prefer`` as
     in :func:`find_valley`. When there is no valley, ``no_valley`` says what to do: ``'fail'``
@@ -191,9 +191,6 @@ class ThresholdGate(Gate):
     def resolve(self, values: np.ndarray) -> RectangleGate:
         return RectangleGate.beyond(self.dimensions, self.threshold(values[:, 0]), self.positive)
 
-    def contains(self, values: np.ndarray) -> np.ndarray:
-        return self.resolve(values).contains(values)
-
     def geometry(self) -> dict[str, Any]:
         return {
             "positive": self.positive,
@@ -218,7 +215,7 @@ class ThresholdGate(Gate):
 
 
 @dataclass(frozen=True)
-class QuadrantThresholds(Gate):
+class QuadrantThresholds(DataDrivenGate):
     """One quadrant of a two-marker split at each marker's density valley (x then y sign).
     ``per_half``: the y cut is found among the events on this quadrant's side of the x cut
     (e.g. CD38hi among CD24hi B cells: a corner gate), not among all the parent's events.
@@ -254,9 +251,6 @@ class QuadrantThresholds(Gate):
             (x_gate.maxs[0], y_gate.maxs[0]),
         )
 
-    def contains(self, values: np.ndarray) -> np.ndarray:
-        return self.resolve(values).contains(values)
-
     def geometry(self) -> dict[str, Any]:
         return {
             "signs": self.signs,
@@ -268,7 +262,7 @@ class QuadrantThresholds(Gate):
 
 
 @dataclass(frozen=True)
-class SingletGate(Gate):
+class SingletGate(DataDrivenGate):
     """Singlets on area vs height (e.g. FSC-A, FSC-H): events whose height/area ratio lies within
     ``width`` robust SDs of the parent's median ratio (doublets have a lower ratio). Resolves to a
     polygon (a wedge through the origin)."""
@@ -294,12 +288,9 @@ class SingletGate(Gate):
         a0, a1 = 0.0, float(area[ok].max()) * 1.01
         return PolygonGate(self.dimensions, ((a0, 0.0), (a1, a1 * low), (a1, a1 * high), (a0, 0.0)))
 
-    def contains(self, values: np.ndarray) -> np.ndarray:
-        return self.resolve(values).contains(values)
-
 
 @dataclass(frozen=True)
-class QuantileGate(Gate):
+class QuantileGate(DataDrivenGate):
     """Events between two quantiles of the parent's values (``upper`` None = no upper bound)."""
 
     kind: ClassVar[str] = "quantile"
@@ -317,15 +308,12 @@ class QuantileGate(Gate):
             raise GatingError("quantile gate needs lower > 0 or an upper quantile")
         return RectangleGate(self.dimensions, (lo,), (hi,))
 
-    def contains(self, values: np.ndarray) -> np.ndarray:
-        return self.resolve(values).contains(values)
-
 
 TAIL_SIDES = ("upper", "lower")
 
 
 @dataclass(frozen=True)
-class TailGate(Gate):
+class TailGate(DataDrivenGate):
     """A tail beyond the parent's main population, or the main population without it.
 
     The main population is the density peak of the parent's values (its mode) with a spread
@@ -385,9 +373,6 @@ class TailGate(Gate):
     def resolve(self, values: np.ndarray) -> RectangleGate:
         above = (self.side == "upper") == (self.keep == "tail")
         return RectangleGate.beyond(self.dimensions, self.cut(values[:, 0]), above)
-
-    def contains(self, values: np.ndarray) -> np.ndarray:
-        return self.resolve(values).contains(values)
 
     def geometry(self) -> dict[str, Any]:
         return {"side": self.side, "k": self.k, "quantile": self.quantile, "keep": self.keep}

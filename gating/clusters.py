@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .errors import GatingError
-from .gates import Dimension, EllipsoidGate, Gate, RectangleGate
+from .gates import DataDrivenGate, Dimension, EllipsoidGate, Gate, RectangleGate
 
 
 def _warn(message: str) -> None:
@@ -91,7 +91,7 @@ def mixture_cut(
 
 
 @dataclass(frozen=True)
-class MixtureCutGate(Gate):
+class MixtureCutGate(DataDrivenGate):
     """Marker + or − split by a two-component Gaussian mixture fitted to the parent's values on
     the gate's scale: for a positive population that is a shoulder on the negative one (IgD or
     CD27 on B cells, CD16 on monocytes), where a density valley does not exist. The cut is where
@@ -130,9 +130,6 @@ class MixtureCutGate(Gate):
             cut = float(self.fallback)
         return RectangleGate.beyond(self.dimensions, cut, self.positive)
 
-    def contains(self, values: np.ndarray) -> np.ndarray:
-        return self.resolve(values).contains(values)
-
     def geometry(self) -> dict[str, Any]:
         return {
             "positive": self.positive,
@@ -146,7 +143,7 @@ class MixtureCutGate(Gate):
 
 
 @dataclass(frozen=True)
-class ClusterGate(Gate):
+class ClusterGate(DataDrivenGate):
     """A cluster on two dimensions (on their own scales: linear scatter, or transformed
     fluorescence) as an ellipse: a Gaussian mixture of ``components`` is fitted to the parent's
     events, the component whose mean lies nearest ``at`` (within ``max_offset``, in the
@@ -198,9 +195,6 @@ class ClusterGate(Gate):
             tuple(tuple(float(v) for v in r) for r in gm.covariances_[j]),
             d2,
         )
-
-    def contains(self, values: np.ndarray) -> np.ndarray:
-        return self.resolve(values).contains(values)
 
     def geometry(self) -> dict[str, Any]:
         return {
@@ -341,7 +335,7 @@ def _fit_mixture(x: np.ndarray, components: int, seed: int, sample_size: int):
 
 
 @dataclass(frozen=True)
-class ScatterClusterGate(Gate):
+class ScatterClusterGate(DataDrivenGate):
     """A scatter population (lymphocytes, monocytes, granulocytes) as the clusters of a Gaussian
     mixture (scikit-learn, on log scatter) fitted to the parent's events.
 
@@ -390,9 +384,6 @@ class ScatterClusterGate(Gate):
             tuple(int(j) for j in np.flatnonzero(mine)),
             self.max_distance2,
         )
-
-    def contains(self, values: np.ndarray) -> np.ndarray:
-        return self.resolve(values).contains(values)
 
     def geometry(self) -> dict[str, Any]:
         return {

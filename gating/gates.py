@@ -70,6 +70,14 @@ class Gate(ABC):
         return ()
 
 
+class DataDrivenGate(Gate):
+    """Base of gates that place themselves on each sample: ``resolve(values)`` (the parent's
+    events) gives the concrete gate; membership is that gate's."""
+
+    def contains(self, values: np.ndarray) -> np.ndarray:
+        return self.resolve(values).contains(values)
+
+
 _GRID = 64  # cells per side of a polygon's membership grid (see PolygonGate._grid)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -18,18 +18,8 @@ def _readinto(f: BinaryIO, buffer: np.ndarray, span: DataSpan, path: str | None)
     """Fill ``buffer`` with ``span.nbytes`` bytes from ``span.start`` (no intermediate copy)."""
     if span.nbytes == 0:
         return
-    view = memoryview(buffer).cast("B")
     f.seek(span.start)
-    got = 0
-    while got < span.nbytes:
-        n = f.readinto(view[got:])
-        if not n:
-            raise FCSError(
-                path,
-                f"DATA should hold {span.nbytes} bytes from byte {span.start} but "
-                f"the file ends after {got}: truncated",
-            )
-        got += n
+    _read_more(f, memoryview(buffer).cast("B")[: span.nbytes], 0, span, path)
 
 
 def _uint_for(bits: int) -> np.dtype:
@@ -228,9 +218,9 @@ def _read_packed_lanes(
     return out[:n_values].reshape(span.n_events, p)
 
 
-def _read_more(f: BinaryIO, buffer: np.ndarray, got: int, span: DataSpan, path: str | None) -> int:
+def _read_more(f: BinaryIO, buffer: Any, got: int, span: DataSpan, path: str | None) -> int:
     """Fill ``buffer`` with the next bytes of ``span``, of which ``got`` were read before (``f``
-    is just after them); the bytes read in all. Raises as :func:`_readinto` for a truncated file."""
+    is just after them); the bytes read in all. FCSError naming the file when it ends first."""
     view = memoryview(buffer).cast("B")
     filled = 0
     while filled < len(view):
