@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .errors import GatingError
-from .gates import DataDrivenGate, Dimension, EllipsoidGate, Gate, RectangleGate
+from .gates import DataDrivenGate, Dimension, EllipsoidGate, Gate, PolygonGate, RectangleGate
 
 
 def _warn(message: str) -> None:
@@ -342,6 +342,10 @@ class ScatterClusterGate(DataDrivenGate):
     ``targets`` are the expected centres of this population and its siblings (in the dimensions'
     units); each fitted cluster belongs to the nearest target (by log-ratio distance, so drift of
     ±30 % is fine) if it is within ``max_offset`` of it; this population is ``targets[index]``.
+    ``shape='polygon'`` resolves it to a polygon tracing that region's boundary (on a 256-cell
+    grid, fitted to the parent's events; about 0.1 s per population) instead of the mixture
+    region, so that the gate as applied is a standard geometry any Gating-ML or FlowJo reader
+    applies with the same counts.
     """
 
     kind: ClassVar[str] = "scatter_cluster"
@@ -354,8 +358,22 @@ class ScatterClusterGate(DataDrivenGate):
     required: bool = True  # False: no cluster here means an empty population (with a warning)
     seed: int = 0
     sample_size: int = 20_000
+    shape: str = "mixture"  # or "polygon"
 
-    def resolve(self, values: np.ndarray) -> MixtureRegion:
+    def __post_init__(self) -> None:
+        if self.shape not in ("mixture", "polygon"):
+            raise GatingError(f"scatter shape must be 'mixture' or 'polygon', got {self.shape!r}")
+
+    def resolve(self, values: np.ndarray) -> Gate:
+        region = self._region(values)
+        if self.shape == "mixture":
+            return region
+        from .freeze import mixture_polygon
+
+        vertices, _, _ = mixture_polygon(region, values, ((256, 2e-3),))
+        return PolygonGate(self.dimensions, vertices)
+
+    def _region(self, values: np.ndarray) -> MixtureRegion:
         x = _log_scatter(values[np.all(np.isfinite(values), axis=1)])
         if x.shape[0] < 10 * self.components:
             raise GatingError(
@@ -390,4 +408,5 @@ class ScatterClusterGate(DataDrivenGate):
             "targets": [list(t) for t in self.targets],
             "index": self.index,
             "components": self.components,
+            "shape": self.shape,
         }

@@ -126,6 +126,7 @@ def strategy_to_dict(strategy: Strategy) -> dict[str, Any]:
                     "components": g.components,
                     "max_distance2": g.max_distance2,
                     "max_offset": g.max_offset,
+                    **({"shape": g.shape} if g.shape != "mixture" else {}),
                 }
             }
         elif isinstance(g, ad.QuantileGate):
@@ -191,6 +192,7 @@ def _scatter_block(strategy: Strategy, first: Population, dims: list[Any]) -> di
         "components": g.components,
         "max_distance2": g.max_distance2,
         "max_offset": g.max_offset,
+        **({"shape": g.shape} if g.shape != "mixture" else {}),
         "populations": siblings,
     }
     return {"parent": first.parent, **block} if first.parent is not None else block

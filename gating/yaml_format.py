@@ -38,6 +38,7 @@ options, with defaults (unknown keys are an error)::
     singlets:    {area, height, width: 4}
     quadrant:    {..., at: auto, search, fallback, per_half: false, + valley options}
     scatter:     {parent, x, y, components: 6, max_offset: 0.35, max_distance2: 16,
+                  shape: mixture,  # or polygon: the region traced as a polygon
                   populations: {name: [x, y] | {at: [x, y], required: false}}}
 
 (:mod:`gating.adaptive` and :mod:`gating.clusters` say what each does; the README's gate
@@ -336,6 +337,7 @@ class _Loader:
                 components=int(body.get("components", 5)),
                 max_distance2=float(body.get("max_distance2", 16.0)),
                 max_offset=float(body.get("max_offset", 0.5)),
+                shape=str(body.get("shape", "mixture")),
             )
         if kind == "quantile":
             return ad.QuantileGate(
@@ -404,6 +406,7 @@ class _Loader:
                         float(body.get("max_distance2", 16.0)),
                         float(body.get("max_offset", 0.35)),
                         required[i],
+                        shape=str(body.get("shape", "mixture")),
                     ),
                     None if parent is None else str(parent),
                 )
