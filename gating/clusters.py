@@ -12,6 +12,7 @@ always gets the same gate.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -288,17 +289,15 @@ def _log_scatter(values: np.ndarray) -> np.ndarray:
 
 
 _FITS: dict[tuple, Any] = {}
-_CONTROLLER: list[Any] = []
 
 
+@functools.cache
 def _threads() -> Any:
     """threadpoolctl's controller of the loaded BLAS/OpenMP libraries (scikit-learn's own
     dependency), made once: making it inspects every loaded library."""
-    if not _CONTROLLER:
-        from threadpoolctl import ThreadpoolController
+    from threadpoolctl import ThreadpoolController
 
-        _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0]
+    return ThreadpoolController()
 
 
 def _fit_mixture(x: np.ndarray, components: int, seed: int, sample_size: int):

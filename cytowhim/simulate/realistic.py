@@ -28,6 +28,7 @@ import numpy as np
 
 from .cells import CELL_TYPES, DIM, INT, POS, SCATTER, CellType
 from .panels import Panel
+from .tube import scatter_of
 
 # ln-scale SD of each marker's positive cells (most 0.35-0.55 as in real panels)
 SIGMA: dict[str, float] = {
@@ -137,11 +138,7 @@ def cells(
     for name in np.unique(labels):
         idx = np.flatnonzero(labels == name)
         cell = CELL_TYPES[name]
-        f_mean, f_sd, s_mean, s_sd = SCATTER[cell.scatter]
-        fsc[idx] = rng.normal(
-            f_mean * drift.fsc_scale + drift.fsc_shift, f_sd * SCATTER_WIDTH, idx.size
-        )
-        ssc[idx] = rng.normal(s_mean * drift.ssc_scale, s_sd * SCATTER_WIDTH, idx.size)
+        fsc[idx], ssc[idx] = scatter_of(cell, idx.size, rng, drift, SCATTER_WIDTH)
         lymphoid = cell.scatter == "lymph"
         for k, marker in enumerate(markers):
             base = level(cell, marker)

@@ -107,6 +107,17 @@ def _composition(n: int, p: np.ndarray, rng: np.random.Generator, how: str) -> n
     return drawn
 
 
+def scatter_of(
+    cell, n: int, rng: np.random.Generator, drift: Drift, width: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(FSC-A, SSC-A) of n cells of one type: normal around its scatter class's means, shifted
+    and scaled by the tube's drift, the class's SDs times ``width``."""
+    f_mean, f_sd, s_mean, s_sd = SCATTER[cell.scatter]
+    fsc = rng.normal(f_mean * drift.fsc_scale + drift.fsc_shift, f_sd * width, n)
+    ssc = rng.normal(s_mean * drift.ssc_scale, s_sd * width, n)
+    return fsc, ssc
+
+
 def _cells(labels: np.ndarray, markers: list[str], rng: np.random.Generator, drift: Drift):
     n = labels.size
     fsc, ssc = np.empty(n), np.empty(n)
@@ -114,9 +125,7 @@ def _cells(labels: np.ndarray, markers: list[str], rng: np.random.Generator, dri
     for name in np.unique(labels):
         idx = np.flatnonzero(labels == name)
         cell = CELL_TYPES[name]
-        f_mean, f_sd, s_mean, s_sd = SCATTER[cell.scatter]
-        fsc[idx] = rng.normal(f_mean * drift.fsc_scale + drift.fsc_shift, f_sd, idx.size)
-        ssc[idx] = rng.normal(s_mean * drift.ssc_scale, s_sd, idx.size)
+        fsc[idx], ssc[idx] = scatter_of(cell, idx.size, rng, drift)
         for k, marker in enumerate(markers):
             level = cell.level(marker) * drift.gains[marker]
             autofluorescence = 60.0 if cell.scatter == "lymph" else 180.0
