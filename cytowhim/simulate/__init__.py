@@ -118,6 +118,7 @@ def simulate(
                     "timepoint": spec.timepoint,
                     "tube": tube,
                     **{k: round(v, 1) for k, v in spec.cbc.items()},
+                    **_times(spec),
                 }
             )
             truth.extend(_truth(spec, tube, labels, extra=real))
@@ -136,11 +137,52 @@ def simulate(
     frame = pd.DataFrame(manifest)
     frame.to_csv(out / "manifest.csv", index=False)
     pd.DataFrame(truth).to_csv(out / "truth.csv", index=False, quoting=csv.QUOTE_MINIMAL)
+    if preset == "controls":
+        _write_lot_file(out / "lot.csv", pd.DataFrame(truth))
     if real:
         pd.DataFrame(cbc).to_csv(out / "cbc.csv", index=False)
         columns = ["file", "specimen", "tube", "marker", "factor"]
         pd.DataFrame(failed, columns=columns).to_csv(out / "failed_stains.csv", index=False)
     return frame
+
+
+def _times(spec: Specimen) -> dict[str, str]:
+    """The manifest's time and control columns of a specimen that has them (ISO 8601)."""
+    out = {}
+    if spec.draw_time is not None:
+        out["draw_time"] = spec.draw_time.isoformat(timespec="minutes")
+    if spec.dose_time is not None:
+        out["dose_time"] = spec.dose_time.isoformat(timespec="minutes")
+    if spec.visit:
+        out["visit"] = spec.visit
+    if spec.control_lot:
+        out["control_lot"] = spec.control_lot
+    return out
+
+
+#: Populations the simulated control lot has targets for (cells/µL, lymphocyte subsets).
+CONTROL_POPULATIONS = ("CD4+ T cells", "CD8+ T cells", "B cells", "NK cells")
+
+
+def _write_lot_file(path: Path, truth: pd.DataFrame) -> None:
+    """The control lot's targets: each population's true count in the material (the same every
+    day), from its reporting tube; SD :data:`.course.CONTROL_CV` of it."""
+    from ..panels import Panels
+    from .course import CONTROL_CV, CONTROL_LOT
+
+    report = Panels.load().report
+    first = truth[truth["specimen"] == truth["specimen"].iloc[0]]
+    rows = []
+    for pop in CONTROL_POPULATIONS:
+        tube = report.get(pop, "T")
+        value = float(
+            first[(first["population"] == pop) & (first["tube"] == tube)]["absolute_per_uL"].iloc[0]
+        )
+        rows.append(
+            {"lot": CONTROL_LOT, "population": pop, "tube": tube, "mean": round(value, 1),
+             "sd": round(CONTROL_CV * value, 1)}
+        )  # fmt: skip
+    pd.DataFrame(rows).to_csv(path, index=False)
 
 
 def _events_of(

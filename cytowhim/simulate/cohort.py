@@ -17,13 +17,14 @@ import csv
 import functools
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 
 from ..resources import data_path
 from .cells import CD4_T, CD8_T, LYMPH, LYMPHOID, MONO, NK, NKT, OTHER_LEUKOCYTES, B
 
-PRESETS = ("whim-trial", "healthy", "realistic")
+PRESETS = ("whim-trial", "healthy", "realistic", "course", "controls")
 CBC_COUNTS = ("WBC", "ANC", "ALC", "AMC")
 
 
@@ -42,6 +43,11 @@ class Specimen:
     # the hematology analyzer's CBC (WBC, ANC, ALC, AMC), when it differs from the true counts
     # (realistic preset); None: the analyzer gives the true counts
     analyzer: dict[str, float] | None = None
+    # when and what (course and controls presets): the manifest's time columns
+    draw_time: datetime | None = None
+    dose_time: datetime | None = None
+    visit: str = ""
+    control_lot: str = ""
 
     def tube_counts(self, tube: str) -> dict[str, float]:
         """Cell types/µL in one tube: the T tube's B cells are scaled to its own B total."""
@@ -463,4 +469,8 @@ def specimens(preset: str, rng: np.random.Generator, n: int = 3) -> list[Specime
         return healthy(rng, n)
     if preset == "realistic":
         return realistic(rng, n)
+    if preset in ("course", "controls"):
+        from . import course
+
+        return course.course(rng) if preset == "course" else course.controls(rng, n)
     raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
