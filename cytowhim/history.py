@@ -49,14 +49,51 @@ def _figures(rows: pd.DataFrame, title: str) -> str:
             label="reference interval",
         )
     if dated.any():
-        ax.plot(when[dated], y[dated], "-o", ms=3, lw=0.9, color="#1f77b4")
+        ax.plot(when[dated], y[dated], "-o", ms=2.5, lw=0.6, color="0.6", label="every draw")
+        days = pd.DataFrame({"when": when[dated], "y": y[dated]})
+        daily = days.groupby(days["when"].dt.date, sort=True)
+        if daily.ngroups < dated.sum():  # several draws a day: the day's first and highest
+            first = daily.first()
+            top = days.loc[daily["y"].idxmax()]
+            ax.plot(
+                first["when"],
+                first["y"],
+                "-s",
+                ms=3.5,
+                lw=1,
+                color="#9467bd",
+                label="first draw of the day (trough)",
+            )
+            ax.plot(
+                top["when"],
+                top["y"],
+                "-D",
+                ms=3.5,
+                lw=1,
+                color="#d62728",
+                label="highest of the day (peak)",
+            )
         k_hi = int(np.nanargmax(np.where(dated, y, -np.inf)))
         k_lo = int(np.nanargmin(np.where(dated, y, np.inf)))
-        ax.plot([when.iloc[k_hi]], [y[k_hi]], "^", color="#d62728", ms=9, label=f"peak {y[k_hi]:g}")
         ax.plot(
-            [when.iloc[k_lo]], [y[k_lo]], "v", color="#9467bd", ms=9, label=f"trough {y[k_lo]:g}"
+            [when.iloc[k_hi]],
+            [y[k_hi]],
+            "^",
+            color="#d62728",
+            ms=10,
+            mfc="none",
+            label=f"highest {y[k_hi]:g}",
         )
-        ax.legend(fontsize=7, loc="best")
+        ax.plot(
+            [when.iloc[k_lo]],
+            [y[k_lo]],
+            "v",
+            color="#9467bd",
+            ms=10,
+            mfc="none",
+            label=f"lowest {y[k_lo]:g}",
+        )
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(f"{title}: over time", fontsize=10)
     ax.set_ylabel("cells/µL")
     for label in ax.get_xticklabels():
@@ -104,7 +141,8 @@ def write_history(history: pd.DataFrame, out: str | os.PathLike, patient: str) -
         f"<p>{history['specimen'].nunique()} specimens, "
         f"{pd.to_datetime(history['draw_time']).min()} to "
         f"{pd.to_datetime(history['draw_time']).max()}. Shaded: the reference interval the run "
-        "recorded; ▲ peak, ▼ trough.</p>",
+        "recorded; ▲ the highest count, ▼ the lowest; with several draws a day, each day's first draw "
+        "(the trough before the dose) and highest count (the peak) are joined.</p>",
     ]
     groups = list(history.groupby(["tube", "population"], sort=False))
     nav = " ".join(

@@ -294,3 +294,44 @@ def test_a_planted_2_2s_violation_flags_that_days_patients_until_reviewed(db_url
     assert db.control_reviews()["reviewed_by"].tolist() == ["director"]
     with pytest.raises(ValueError, match="reason"):
         db.review_control_day("L1", date(2026, 3, 18), "director", " ")
+
+
+def test_history_and_controls_pages(tmp_path):
+    from cytowhim.controls import write_controls
+    from cytowhim.history import write_history
+
+    db = ResultsDB(f"sqlite:///{tmp_path / 'r.sqlite'}")
+    for k in range(6):
+        e = _entry(specimen=f"S{k}", key=f"k{k}", value=300.0 + 80 * (k % 3), visit=f"month {k // 3}",
+                   draw_time=datetime(2026, 1 + k // 3, 5, 8 + 3 * (k % 3)),
+                   dose_time=datetime(2026, 1 + k // 3, 5, 8), hours_post_dose=3.0 * (k % 3))  # fmt: skip
+        db.register(e, RunInfo())
+    hist = db.history("P1")
+    paths = write_history(hist, tmp_path / "h", "P1")
+    page = paths["html"].read_text()
+    assert page.count("<img") == hist.groupby(["tube", "population"]).ngroups == 4
+    assert "data:image/png;base64," in page and "peak" in page
+    back = pd.read_csv(paths["csv"], encoding="utf-8-sig")
+    assert list(back.columns) == list(pd.Index(hist.columns))
+    assert len(back) == len(hist)
+    db.set_control_targets(
+        pd.DataFrame(
+            [
+                {
+                    "lot": "L1",
+                    "population": "B cells",
+                    "tube": "",
+                    "mean": 150.0,
+                    "sd": 10.0,
+                    "low": None,
+                    "high": None,
+                }
+            ]
+        )  # fmt: skip
+    )
+    _controls(db, [300, 304, 362, 296, 298], lot="L1")  # B cells: half of each
+    report = db.control_report()
+    assert report.violations["rule"].tolist() == ["1-3s"]  # 181 = mean + 3.1 SD
+    out = write_controls(report, tmp_path / "c")
+    assert out["html"].read_text().count("<img") == 1
+    assert pd.read_csv(out["violations"], encoding="utf-8-sig")["rule"].tolist() == ["1-3s"]
