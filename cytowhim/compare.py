@@ -131,8 +131,10 @@ class Comparison:
     def to_csv(self, path: str | os.PathLike) -> Path:
         """Write the table as CSV (UTF-8 with a byte-order mark, for Excel),
         :data:`CSV_LEADING` columns first; returns the path."""
+        from .spreadsheet import spreadsheet_safe  # text that a spreadsheet would run: quoted
+
         rest = [c for c in self.table.columns if c not in CSV_LEADING]
-        frame = self.table[[*CSV_LEADING, *rest]]
+        frame = spreadsheet_safe(self.table[[*CSV_LEADING, *rest]])
         return _write_text(
             path,
             frame.to_csv(index=False, float_format="%.6g", lineterminator="\n"),

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import CytowhimError
+from .spreadsheet import spreadsheet_safe
 from .westgard import violations, z_scores
 
 LOT_COLUMNS = ("lot", "population", "tube", "mean", "sd", "low", "high")
@@ -267,8 +268,9 @@ def write_controls(report: ControlReport, out: str | os.PathLike) -> dict[str, P
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"controls": out / "controls.csv", "violations": out / "violations.csv"}
-    report.measurements.to_csv(paths["controls"], index=False, encoding="utf-8-sig")
-    report.violations.to_csv(paths["violations"], index=False, encoding="utf-8-sig")
+    safe = spreadsheet_safe  # lot names and ids are text a spreadsheet must not run
+    safe(report.measurements).to_csv(paths["controls"], index=False, encoding="utf-8-sig")
+    safe(report.violations).to_csv(paths["violations"], index=False, encoding="utf-8-sig")
     parts = [
         "<!doctype html><meta charset='utf-8'><title>cytowhim controls</title>",
         "<style>body{font-family:sans-serif;margin:2em}img{max-width:100%}"

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .spreadsheet import spreadsheet_safe
 from .store import Results, atomic_path, read_results
 
 if TYPE_CHECKING:
@@ -53,13 +54,15 @@ def _sheets(results: Results) -> dict[str, pd.DataFrame]:
 
 def to_csv(results: Results | str | os.PathLike, folder: str | os.PathLike) -> list[Path]:
     """Write ``populations.csv``, ``qc_flags.csv`` and ``provenance.csv`` (UTF-8 with a
-    byte-order mark, so Excel shows µ as µ) into ``folder``; returns their paths."""
+    byte-order mark, so Excel shows µ as µ) into ``folder``; returns their paths. Text a
+    spreadsheet would run as a formula (an id ``=HYPERLINK(...)``) gets a leading apostrophe
+    (:func:`cytowhim.spreadsheet.spreadsheet_safe`)."""
     folder = Path(folder)
     written = []
     for name, frame in _sheets(_results(results)).items():
         path = folder / f"{name}.csv"
-        with atomic_path(path) as tmp:
-            frame.to_csv(tmp, index=False, encoding="utf-8-sig")  # BOM: Excel reads it as UTF-8
+        with atomic_path(path) as tmp:  # BOM: Excel reads it as UTF-8; no formula runs
+            spreadsheet_safe(frame).to_csv(tmp, index=False, encoding="utf-8-sig")
         written.append(path)
     return written
 

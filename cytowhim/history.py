@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .spreadsheet import spreadsheet_safe
+
 
 def _png(fig) -> str:
     buf = io.BytesIO()
@@ -131,7 +133,7 @@ def write_history(history: pd.DataFrame, out: str | os.PathLike, patient: str) -
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "history.csv"
-    history.to_csv(csv_path, index=False, encoding="utf-8-sig")
+    spreadsheet_safe(history).to_csv(csv_path, index=False, encoding="utf-8-sig")
     parts = [
         "<!doctype html><meta charset='utf-8'>",
         f"<title>cytowhim history: {html.escape(patient)}</title>",

@@ -45,8 +45,8 @@ class Panels:
     def load(cls, path: str | os.PathLike | None = None) -> Panels:
         """The bundled panels, or a lab's own file (strategy paths relative to it)."""
         from gating import GatingError
+        from gating.limits import read_yaml
         from gating.markers import parse_markers
-        from gating.yaml_format import read_yaml
 
         path = Path(path) if path is not None else data_path("panels.yaml")
         doc = read_yaml(path, "panel file", PanelError)

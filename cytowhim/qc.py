@@ -160,14 +160,9 @@ class QCRules:
 
 def _lab_rules_document(path: Path) -> dict:
     """The lab's rules file parsed once: a mapping (empty for an empty file)."""
-    import yaml
+    from gating.limits import read_yaml
 
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise QCRulesError(f"{path}: cannot read QC rules ({exc.strerror or exc})") from None
-    except yaml.YAMLError as exc:
-        raise QCRulesError(f"{path}: not valid YAML ({exc})") from None
+    doc = read_yaml(path, "QC rules file", QCRulesError)  # size, UTF-8, nesting, aliases
     if doc is None:
         return {}
     if not isinstance(doc, Mapping):

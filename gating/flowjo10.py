@@ -173,6 +173,11 @@ class _Workspace10(_Workspace):
         if len(cols) != 2 or len(dims) != 2:
             raise StrategyError(f"{where}: a polygon needs 2 dimensions and 2 coordinates a vertex")
         resolution = _float(el, "gateResolution", where) or 256
+        if not 2 <= resolution <= 2**16:
+            raise StrategyError(
+                f"{where}: gateResolution={resolution:g}; FlowJo's display grids have 2 to "
+                "65536 steps"
+            )
         return _grid_polygon(dims, trs, cols, int(resolution))
 
     def _dimensions(self, el: ET.Element, where: str):

@@ -102,7 +102,10 @@ def _fcs_channels(ws_path: Path, info: _SampleInfo) -> list[str] | None:
             with warnings.catch_warnings():  # the file's quirks are reported when it is read
                 warnings.simplefilter("ignore")
                 kw = FCS_KEYWORDS(candidate)
-            return [kw.get(f"$P{i}N", "").strip() for i in range(1, int(kw["$PAR"]) + 1)]
+            n = int(kw["$PAR"])
+            if not 1 <= n <= 100_000:  # a damaged $PAR: names from the workspace alone
+                continue
+            return [kw.get(f"$P{i}N", "").strip() for i in range(1, n + 1)]
         except (KeyError, ValueError, OSError):
             continue
     return None

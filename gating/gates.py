@@ -11,6 +11,7 @@ Data-driven gates place themselves per sample: ``gate.resolve(values)`` returns 
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import numpy as np
 
 from .compensation import UNCOMPENSATED
 from .errors import GatingError
+from .limits import MAX_POLYGON_VERTICES, excerpt
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,41 @@ class DataDrivenGate(Gate):
 _GRID = 64  # cells per side of a polygon's membership grid (see PolygonGate._grid)
 
 
-def _bound(v: float | None) -> float | None:
-    return None if v is None else float(v)
+def _number(v: Any, what: str) -> float:
+    """``v`` as a float (numbers written as text too, e.g. YAML's '3e4'); GatingError saying
+    ``what`` it is when it is not a number, or NaN."""
+    if v is None or isinstance(v, bool) or (isinstance(v, str) and len(v) > 100):
+        raise GatingError(f"{what} must be a number, got {excerpt(v)}")
+    try:
+        x = float(v)
+    except (TypeError, ValueError, OverflowError):
+        raise GatingError(f"{what} must be a number, got {excerpt(v)}") from None
+    if math.isnan(x):
+        raise GatingError(f"{what} is NaN (not a number); a gate needs numbers")
+    return x
+
+
+def _finite(v: Any, what: str) -> float:
+    x = _number(v, what)
+    if math.isinf(x):
+        raise GatingError(f"{what} is {x}; a gate needs finite numbers")
+    return x
+
+
+def _bound(v: Any, which: str, dim: str) -> float | None:
+    """A rectangle bound: None (open), or a number that is not NaN. Infinity means open where it
+    can (min -inf, max +inf: None); min +inf or max -inf would leave no event, and are refused."""
+    if v is None:
+        return None
+    x = _number(v, f"rectangle gate: {which} of {dim!r}")
+    if math.isinf(x):
+        if (x < 0) == (which == "min"):
+            return None  # -inf as min, +inf as max: an open end
+        raise GatingError(
+            f"rectangle gate: {which} of {dim!r} is {x}: no event can be inside; leave it out "
+            "(null) for an open end"
+        )
+    return x
 
 
 @dataclass(frozen=True)
@@ -102,11 +137,17 @@ class RectangleGate(Gate):
                 f"rectangle gate needs one (min, max) per dimension: {n} dimensions, "
                 f"{len(self.mins)} mins, {len(self.maxs)} maxs"
             )
-        object.__setattr__(self, "mins", tuple(_bound(v) for v in self.mins))
-        object.__setattr__(self, "maxs", tuple(_bound(v) for v in self.maxs))
+        names = [d.name for d in self.dimensions]
+        object.__setattr__(self, "mins", tuple(map(_bound, self.mins, ["min"] * n, names)))
+        object.__setattr__(self, "maxs", tuple(map(_bound, self.maxs, ["max"] * n, names)))
         for d, lo, hi in zip(self.dimensions, self.mins, self.maxs):
             if lo is None and hi is None:
                 raise GatingError(f"rectangle gate: dimension {d.name!r} has neither min nor max")
+            if lo is not None and hi is not None and lo > hi:
+                raise GatingError(
+                    f"rectangle gate: on {d.name!r} min {lo:g} is above max {hi:g} (min <= x < "
+                    "max): no event can be inside"
+                )
 
     @classmethod
     def beyond(cls, dimensions: tuple[Dimension, ...], cut: float, above: bool) -> RectangleGate:
@@ -142,10 +183,32 @@ class PolygonGate(Gate):
     def __post_init__(self) -> None:
         if len(self.dimensions) != 2:
             raise GatingError(f"polygon gate needs 2 dimensions, got {len(self.dimensions)}")
-        verts = tuple((float(x), float(y)) for x, y in self.vertices)
+        try:
+            n = len(self.vertices)
+        except TypeError:
+            raise GatingError(
+                f"polygon vertices must be a list of [x, y] pairs, got {excerpt(self.vertices)}"
+            ) from None
+        if n > MAX_POLYGON_VERTICES:
+            raise GatingError(
+                f"polygon gate has {n:,} vertices, more than the {MAX_POLYGON_VERTICES:,} a "
+                "polygon may have"
+            )
+        try:  # the usual case at numpy speed (FlowJo's grid polygons are built per block)
+            arr = np.asarray(self.vertices, dtype=np.float64)
+        except (TypeError, ValueError):
+            arr = None
+        if arr is not None and arr.shape == (n, 2) and n >= 3 and np.isfinite(arr).all():
+            object.__setattr__(self, "vertices", tuple(map(tuple, arr.tolist())))
+            return
+        verts = []
+        for k, v in enumerate(self.vertices, start=1):
+            if isinstance(v, (str, bytes)) or not hasattr(v, "__len__") or len(v) != 2:
+                raise GatingError(f"polygon vertex {k} must be an [x, y] pair, got {excerpt(v)}")
+            verts.append(tuple(_finite(c, f"polygon vertex {k} {xy}") for c, xy in zip(v, "xy")))
         if len(verts) < 3:
             raise GatingError(f"polygon gate needs at least 3 vertices, got {len(verts)}")
-        object.__setattr__(self, "vertices", verts)
+        object.__setattr__(self, "vertices", tuple(verts))
 
     @cached_property
     def _verts(self) -> np.ndarray:
@@ -265,15 +328,32 @@ class EllipsoidGate(Gate):
 
     def __post_init__(self) -> None:
         n = len(self.dimensions)
-        cov = np.asarray(self.covariance, dtype=np.float64)
-        if len(self.mean) != n or cov.shape != (n, n):
+        try:
+            cov = np.asarray(self.covariance, dtype=np.float64)
+            mean = [_finite(v, "ellipsoid mean") for v in self.mean]
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, GatingError):
+                raise
+            raise GatingError(
+                f"ellipsoid gate: mean and covariance must be numbers ({exc})"
+            ) from None
+        if n == 0 or len(mean) != n or cov.shape != (n, n):
             raise GatingError(
                 f"ellipsoid gate over {n} dimensions needs a {n}-vector mean and {n} x {n} "
-                f"covariance, got {len(self.mean)} and {cov.shape}"
+                f"covariance, got {len(mean)} and {cov.shape}"
             )
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        if not np.all(np.isfinite(cov)):
+            raise GatingError("ellipsoid covariance holds NaN or infinity; it needs finite numbers")
+        d2 = _finite(self.distance_square, "ellipsoid distance_square")
+        if d2 <= 0:
+            raise GatingError(f"ellipsoid distance_square must be above 0, got {d2:g}")
+        if np.linalg.matrix_rank(cov) < n:
+            raise GatingError(
+                f"ellipsoid covariance {cov.tolist()} is singular: it describes no ellipse"
+            )
+        object.__setattr__(self, "mean", tuple(mean))
         object.__setattr__(self, "covariance", tuple(tuple(map(float, r)) for r in cov))
-        object.__setattr__(self, "distance_square", float(self.distance_square))
+        object.__setattr__(self, "distance_square", d2)
 
     @cached_property
     def _inverse(self) -> np.ndarray:

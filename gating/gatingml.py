@@ -3,6 +3,7 @@ entity-expansion bombs (workspaces and gate files come from collaborators)."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .compensation import UNCOMPENSATED, Compensation
-from .errors import StrategyError
+from .errors import GatingError, StrategyError
 from .gates import (
     BooleanGate,
     Dimension,
@@ -22,6 +23,7 @@ from .gates import (
     RectangleGate,
     quadrant_rectangles,
 )
+from .limits import MAX_NUMBER_CHARACTERS, MAX_XML_BYTES, excerpt, read_document
 from .strategy import Population, Strategy
 from .transforms import Asinh, Hyperlog, Linear, Log, Logicle, Ratio, Transform
 
@@ -45,17 +47,27 @@ _TRANSFORM_TAGS = {
 }
 
 
-def parse_xml(path: str | os.PathLike) -> ET.Element:
-    """Root element of an untrusted XML file (StrategyError naming the file if unreadable)."""
+def parse_xml(path: str | os.PathLike, what: str = "XML strategy file") -> ET.Element:
+    """Root element of an untrusted XML file; StrategyError naming the file if it is missing,
+    not a regular file, larger than :data:`~gating.limits.MAX_XML_BYTES`, unsafe (entities,
+    external references) or not well-formed.
+
+    The document is read whole and parsed in one pass: fed in pieces, expat scans a long
+    attribute again for every piece (a 50 MB attribute took a minute)."""
     import defusedxml.ElementTree as SafeET
     from defusedxml import DefusedXmlException
 
+    data = read_document(path, what, MAX_XML_BYTES, StrategyError)
     try:
-        return SafeET.parse(os.fspath(path)).getroot()
+        return SafeET.fromstring(data)
     except DefusedXmlException as exc:
-        raise StrategyError(f"{path}: refused unsafe XML ({type(exc).__name__}: {exc})") from None
+        raise StrategyError(
+            f"{path}: refused unsafe XML ({type(exc).__name__}: {excerpt(str(exc), 200)})"
+        ) from None
     except ET.ParseError as exc:
-        raise StrategyError(f"{path}: not well-formed XML ({exc})") from None
+        raise StrategyError(f"{path}: not well-formed XML ({excerpt(str(exc), 200)})") from None
+    except (LookupError, ValueError) as exc:  # e.g. <?xml encoding="..."?> naming no encoding
+        raise StrategyError(f"{path}: cannot read the XML ({excerpt(str(exc), 200)})") from None
 
 
 def _attr(el: ET.Element, name: str, ns: str = _G, default: str | None = None) -> str | None:
@@ -66,19 +78,29 @@ def _attr(el: ET.Element, name: str, ns: str = _G, default: str | None = None) -
 
 
 def _float(el: ET.Element, name: str, where: str, ns: str = _G) -> float | None:
+    """A number attribute (None if absent); StrategyError quoting an excerpt when it is not a
+    number or NaN. Infinity is returned (the gate decides where it may stand for an open end)."""
     raw = _attr(el, name, ns)
     if raw is None:
         return None
+    if len(raw) > MAX_NUMBER_CHARACTERS:
+        raise StrategyError(
+            f"{where}: attribute {name}={excerpt(raw)} is not a number (a number has at most "
+            f"{MAX_NUMBER_CHARACTERS} characters)"
+        )
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        raise StrategyError(f"{where}: attribute {name}={raw!r} is not a number") from None
+        raise StrategyError(f"{where}: attribute {name}={excerpt(raw)} is not a number") from None
+    if math.isnan(value):
+        raise StrategyError(f"{where}: attribute {name}={excerpt(raw)} is NaN, not a number")
+    return value
 
 
 class _Reader:
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
-        self.root = parse_xml(path)
+        self.root = parse_xml(path, "Gating-ML document")
         self.transforms: dict[str, Transform | Ratio] = {}
         self.compensations: dict[str, Compensation] = {}
         self.populations: list[Population] = []
@@ -89,7 +111,7 @@ class _Reader:
         ident = _attr(el, "id", _G) or _attr(el, "id", _T) if el is not None else None
         tag = el.tag.split("}")[-1] if el is not None else ""
         return (
-            f"{self.path}: {tag} {ident!r}{' ' + what if what else ''}"
+            f"{self.path}: {tag} {excerpt(ident)}{' ' + what if what else ''}"
             if el is not None
             else self.path
         )
@@ -107,6 +129,11 @@ class _Reader:
                 self._gate(el, tag)
             elif tag == "QuadrantGate":
                 self._quadrants(el)
+        if not self.populations:
+            raise StrategyError(
+                f"{self.path}: no gates: a Gating-ML 2.0 document has gates in the namespace "
+                f"{NS['gating']} (root element {excerpt(self.root.tag)})"
+            )
         try:
             if self.renamed:
                 self.populations = [self._renamed(p) for p in self.populations]
@@ -177,16 +204,22 @@ class _Reader:
                     if v is None:
                         raise StrategyError(f"{self.where(el)}: {tag} lacks parameter {n}")
                     params[n] = v
-                self.transforms[ident] = cls(**params)
+                try:
+                    self.transforms[ident] = cls(**params)
+                except (GatingError, TypeError, ValueError) as exc:
+                    raise StrategyError(f"{self.where(el)}: {exc}") from None
                 return
             if tag == "fratio":
                 dims = [_attr(d, "name", _D) for d in child.findall(_D + "fcs-dimension")]
                 if len(dims) != 2:
                     raise StrategyError(f"{self.where(el)}: fratio needs two fcs-dimensions")
                 p = {n: _float(child, n, self.where(el), _T) for n in ("A", "B", "C")}
-                self.transforms[ident] = Ratio(
-                    dims[0], dims[1], **{k: v or 0.0 for k, v in p.items()}
-                )
+                try:
+                    self.transforms[ident] = Ratio(
+                        dims[0], dims[1], **{k: v or 0.0 for k, v in p.items()}
+                    )
+                except (GatingError, TypeError, ValueError) as exc:
+                    raise StrategyError(f"{self.where(el)}: {exc}") from None
                 return
         raise StrategyError(f"{self.where(el)}: no transform this reader knows")
 
@@ -276,11 +309,14 @@ class _Reader:
             did = _attr(d, "id", _G)
             values = []
             for v in d.findall(_G + "value"):
+                text = (v.text or "").strip()
                 try:
-                    values.append(float((v.text or "").strip()))
+                    if len(text) > MAX_NUMBER_CHARACTERS:
+                        raise ValueError(text)
+                    values.append(float(text))
                 except ValueError:
                     raise StrategyError(
-                        f"{where}: divider {did!r} value {v.text!r} is not a number"
+                        f"{where}: divider {excerpt(did)} value {excerpt(v.text)} is not a number"
                     ) from None
             dividers[did] = (self._dimension(d, el), tuple(values))
         quadrants = {}

@@ -357,7 +357,7 @@ def parse_markers(doc: Any, where: str) -> dict[str, str]:
 def load_markers(path: str | os.PathLike) -> dict[str, str]:
     """A marker mapping from a YAML file of ``NAME: MARKER`` lines (``CD8: CD8a``), or with them
     under ``markers:``; StrategyError naming the file when it is not one."""
-    from .yaml_format import read_yaml
+    from .limits import read_yaml
 
     return parse_markers(read_yaml(Path(path), "marker mapping"), str(path))
 

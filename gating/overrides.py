@@ -28,7 +28,8 @@ Overrides = dict[str, dict[str, tuple[Gate, str]]]  # file name -> population ->
 def load_overrides(path: str | os.PathLike, strategy: Strategy) -> Overrides:
     """Read an overrides file for ``strategy``; StrategyError naming the file, the FCS file and
     the population at fault."""
-    from .yaml_format import _Loader, read_yaml
+    from .limits import read_yaml
+    from .yaml_format import _Loader
 
     path = Path(path)
     doc = read_yaml(path, "overrides file")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .compensation import FROM_FILE, UNCOMPENSATED, Compensation
 from .errors import StrategyError
 from .gates import BooleanGate, Gate
+from .limits import MAX_DEPTH, MAX_NAME_LENGTH, MAX_POPULATIONS, excerpt
 from .transforms import Ratio, Transform
 
 if TYPE_CHECKING:
@@ -22,6 +24,52 @@ _DASHES = str.maketrans({"\u2212": "-", "\u2013": "-", "\u2010": "-", "\u2011": 
 def _fold(name: str) -> str:
     """A population name with minus signs and dashes as ASCII hyphens (for lookups)."""
     return str(name).translate(_DASHES)
+
+
+def name_problem(name: object, *, slash: bool = True, label: bool = True) -> str | None:
+    """What is wrong with a population name, or None: it must be non-empty text without control
+    characters (a NUL, a newline ...); a name that makes up population paths (its ``label``)
+    at most MAX_NAME_LENGTH characters; and, unless ``slash``, without '/' (which separates the
+    parts of population paths: strategy files may not use it, strategies built in Python may,
+    e.g. a ratio named 'FSC/SSC')."""
+    if not isinstance(name, str):
+        return f"must be text, got {type(name).__name__} {excerpt(name)}"
+    if not name.strip():
+        return "is empty"
+    bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        return f"holds the control character {bad!r}"
+    if label and len(name) > MAX_NAME_LENGTH:
+        return f"is {len(name):,} characters long, more than {MAX_NAME_LENGTH}"
+    if not slash and "/" in name:
+        return (
+            "holds '/', which separates the parts of population paths "
+            "('lymphocytes/T cells'); use another character (or a label)"
+        )
+    return None
+
+
+def _check_population(p: Population, where: str) -> None:
+    """StrategyError for a population whose name or label is not sane (see name_problem)."""
+    # the name is the population's id; with a label, the label is what paths are made of
+    # (FlowJo's populations are named by their path, 'lymphocytes/T cells', labelled 'T cells')
+    problem = name_problem(p.name, label=p.label is None)
+    if problem is None and p.label is not None:
+        problem = name_problem(p.label)
+        if problem is not None:
+            problem = f"label {excerpt(p.label)} {problem}"
+    if problem is not None:
+        raise StrategyError(f"{where}: population name {excerpt(p.name)} {problem}")
+    if p.parent is not None and not isinstance(p.parent, str):
+        raise StrategyError(
+            f"{where}: population {excerpt(p.name)}: parent must be a population name, "
+            f"got {excerpt(p.parent)}"
+        )
+    if not isinstance(p.gate, Gate):
+        raise StrategyError(
+            f"{where}: population {excerpt(p.name)}: gate must be a Gate, got "
+            f"{type(p.gate).__name__}"
+        )
 
 
 @dataclass(frozen=True)
@@ -81,33 +129,84 @@ class Strategy:
         return self.source or (f"strategy {self.name!r}" if self.name else "strategy")
 
     def _ordered(self, pops: list[Population]) -> tuple[Population, ...]:
+        """Populations after their parents and the populations their booleans refer to (in
+        the order given otherwise); StrategyError for a name defined twice, an unknown
+        reference, a cycle, or a strategy beyond :data:`~gating.limits.MAX_POPULATIONS` or
+        :data:`~gating.limits.MAX_DEPTH`."""
+        if len(pops) > MAX_POPULATIONS:
+            raise StrategyError(
+                f"{self._where()}: {len(pops):,} populations, more than the "
+                f"{MAX_POPULATIONS:,} a strategy may have"
+            )
         by_name: dict[str, Population] = {}
         for p in pops:
+            _check_population(p, self._where())
             if p.name in by_name:
-                raise StrategyError(f"{self._where()}: population {p.name!r} is defined twice")
+                raise StrategyError(
+                    f"{self._where()}: population {excerpt(p.name)} is defined twice"
+                )
             by_name[p.name] = p
+        self._check_depth(by_name)
         order: list[Population] = []
         state: dict[str, int] = {}  # 1 visiting, 2 done
+        # depth-first, parents and references first: an explicit stack (a chain of booleans
+        # may be as long as the strategy)
+        stack: list[tuple[str, Iterator[tuple[str, str]]]] = []
 
-        def visit(name: str, via: str) -> None:
+        def enter(name: str, via: str) -> None:
             if name not in by_name:
-                raise StrategyError(f"{self._where()}: {via} refers to unknown population {name!r}")
+                raise StrategyError(
+                    f"{self._where()}: {via} refers to unknown population {excerpt(name)}"
+                )
             if state.get(name) == 2:
                 return
             if state.get(name) == 1:
-                raise StrategyError(f"{self._where()}: population {name!r} depends on itself")
+                raise StrategyError(
+                    f"{self._where()}: population {excerpt(name)} depends on itself"
+                )
             state[name] = 1
             p = by_name[name]
-            if p.parent is not None:
-                visit(p.parent, f"population {name!r} (parent)")
-            for ref in p.gate.references():
-                visit(ref, f"boolean gate {name!r}")
-            state[name] = 2
-            order.append(p)
+            deps = [] if p.parent is None else [(p.parent, f"population {name!r} (parent)")]
+            deps += [(ref, f"boolean gate {name!r}") for ref in p.gate.references()]
+            stack.append((name, iter(deps)))
 
         for p in pops:
-            visit(p.name, f"population {p.name!r}")
+            enter(p.name, f"population {p.name!r}")
+            while stack:
+                name, deps = stack[-1]
+                dep = next(deps, None)
+                if dep is None:
+                    stack.pop()
+                    state[name] = 2
+                    order.append(by_name[name])
+                else:
+                    enter(*dep)
         return tuple(order)
+
+    def _check_depth(self, by_name: dict[str, Population]) -> None:
+        """StrategyError when a parent chain is longer than MAX_DEPTH (or loops)."""
+        depth: dict[str, int] = {}
+        for p in by_name.values():
+            chain: list[str] = []
+            name: str | None = p.name
+            while name is not None and name not in depth:
+                chain.append(name)
+                if len(chain) > MAX_DEPTH + 1 or name not in by_name:
+                    break
+                name = by_name[name].parent
+                if name in chain:
+                    raise StrategyError(
+                        f"{self._where()}: population {excerpt(name)} depends on itself "
+                        "(it is its own ancestor)"
+                    )
+            base = 0 if name is None or name not in depth else depth[name]
+            for k, n in enumerate(reversed(chain), start=1):
+                depth[n] = base + k
+            if depth.get(p.name, 0) > MAX_DEPTH:
+                raise StrategyError(
+                    f"{self._where()}: population {excerpt(p.name)} is nested deeper than "
+                    f"{MAX_DEPTH} levels (parent of parent of ...), the limit of a strategy"
+                )
 
     def _check_references(self) -> None:
         for p in self.populations:

@@ -15,11 +15,40 @@ from typing import ClassVar
 
 import numpy as np
 
+from .errors import GatingError
+
 LN10 = math.log(10.0)
 
 
 def _as_f8(x: np.ndarray) -> np.ndarray:
     return np.array(x, dtype=np.float64, copy=True)
+
+
+def _check(kind: str, ok: bool, rule: str, **params: float) -> None:
+    """GatingError naming the transform, its parameters and the ``rule`` they break."""
+    if not ok:
+        given = ", ".join(f"{k}={v:g}" for k, v in params.items())
+        raise GatingError(f"{kind} transform: {given}: parameters must satisfy {rule}")
+
+
+def _finite_params(t: object, names: tuple[str, ...]) -> dict[str, float]:
+    """The named parameters of a transform as floats; GatingError unless they are finite."""
+    out = {}
+    for name in names:
+        raw = getattr(t, name)
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise GatingError(
+                f"{type(t).__name__} transform: {name} must be a number, got {raw!r:.60}"
+            ) from None
+        if not math.isfinite(value):
+            raise GatingError(
+                f"{type(t).__name__} transform: {name}={value}; parameters must be finite numbers"
+            )
+        object.__setattr__(t, name, value)
+        out[name] = value
+    return out
 
 
 @dataclass(frozen=True)
@@ -49,6 +78,11 @@ class Linear(Transform):
     T: float = 262144.0
     A: float = 0.0
 
+    def __post_init__(self) -> None:
+        # Gating-ML says 0 <= A <= T; FlowJo writes a negative A (its linear scale's minimum)
+        p = _finite_params(self, ("T", "A"))
+        _check("linear", p["T"] > 0 and p["T"] + p["A"] > 0, "T > 0 and T + A > 0", **p)
+
     def apply(self, x):
         return (np.asarray(x, dtype=np.float64) + self.A) / (self.T + self.A)
 
@@ -64,6 +98,10 @@ class Log(Transform):
     monotonic: ClassVar[bool] = False  # not defined on x <= 0
     T: float = 262144.0
     M: float = 4.5
+
+    def __post_init__(self) -> None:
+        p = _finite_params(self, ("T", "M"))
+        _check("log", p["T"] > 0 and p["M"] > 0, "T > 0 and M > 0", **p)
 
     def apply(self, x):
         x = np.asarray(x, dtype=np.float64)
@@ -84,6 +122,11 @@ class Asinh(Transform):
     T: float = 262144.0
     M: float = 4.5
     A: float = 0.0
+
+    def __post_init__(self) -> None:
+        p = _finite_params(self, ("T", "M", "A"))
+        ok = p["T"] > 0 and p["M"] > 0 and p["M"] + p["A"] > 0
+        _check("asinh", ok, "T > 0, M > 0 and M + A > 0", **p)
 
     def apply(self, x):
         x = np.asarray(x, dtype=np.float64)
@@ -112,10 +155,22 @@ class _FlowutilsScale(Transform):
 
     _scale: ClassVar[str] = ""
     _inverse: ClassVar[str] = ""
+    #: whether W may be 0 (logicle: yes, the hyperbolic sine; hyperlog: no)
+    _zero_width: ClassVar[bool] = True
     T: float = 262144.0
     W: float = 0.5
     M: float = 4.5
     A: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Gating-ML 2.0 (Moore & Parks for logicle): T > 0, M > 0, 0 <= W <= M/2 (hyperlog:
+        # 0 < W), -W <= A <= M - 2W; outside them the C code returns garbage (T=0: -1 everywhere)
+        p = _finite_params(self, ("T", "W", "M", "A"))
+        t, w, m, a = p["T"], p["W"], p["M"], p["A"]
+        low = "0 <= W" if self._zero_width else "0 < W"
+        ok = t > 0 and m > 0 and (w >= 0 if self._zero_width else w > 0)
+        ok = ok and 2 * w <= m and -w <= a <= m - 2 * w
+        _check(self.kind, ok, f"T > 0, M > 0, {low} <= M/2 and -W <= A <= M - 2W", **p)
 
     def apply(self, x):
         y = _as_f8(x)
@@ -144,6 +199,7 @@ class Hyperlog(_FlowutilsScale):
     kind: ClassVar[str] = "hyperlog"
     _scale: ClassVar[str] = "hyperlog_scale"
     _inverse: ClassVar[str] = "hyperlog_inverse"
+    _zero_width: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)
@@ -156,6 +212,12 @@ class Ratio:
     A: float = 1.0
     B: float = 0.0
     C: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in (self.numerator, self.denominator):
+            if not isinstance(name, str) or not name:
+                raise GatingError(f"ratio transform: dimension names must be text, got {name!r}")
+        _finite_params(self, ("A", "B", "C"))
 
     def apply2(self, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -201,12 +263,14 @@ class TableTransform(Transform):
         raw = np.asarray(self.raw, dtype=np.float64)
         scaled = np.asarray(self.scaled, dtype=np.float64)
         if raw.ndim != 1 or raw.shape != scaled.shape or raw.size < 2:
-            raise ValueError(
+            raise GatingError(
                 f"a lookup table needs two equally long sequences of at least 2 values, got "
                 f"{raw.shape} raw and {scaled.shape} scaled"
             )
+        if not (np.all(np.isfinite(raw)) and np.all(np.isfinite(scaled))):
+            raise GatingError("a lookup table holds NaN or infinity; it needs finite numbers")
         if not (np.all(np.diff(raw) > 0) and np.all(np.diff(scaled) > 0)):
-            raise ValueError("a lookup table must increase strictly in both raw and scaled values")
+            raise GatingError("a lookup table must increase strictly in both raw and scaled values")
         object.__setattr__(self, "raw", tuple(raw.tolist()))
         object.__setattr__(self, "scaled", tuple(scaled.tolist()))
 
@@ -237,8 +301,9 @@ class FlowJoLog(Transform):
     decades: float = 4.5
 
     def __post_init__(self) -> None:
+        _finite_params(self, ("offset", "decades"))
         if not (self.offset > 0 and self.decades > 0):
-            raise ValueError(
+            raise GatingError(
                 f"FlowJo log needs offset > 0 and decades > 0, got {self.offset}, {self.decades}"
             )
 
@@ -319,13 +384,14 @@ class FlowJoBiex(Transform):
     channel_range: float = 4096.0
 
     def __post_init__(self) -> None:
+        _finite_params(self, ("negative", "width", "positive", "max_value", "channel_range"))
         if not (self.width < 0 and self.positive > 0 and self.max_value > 0):
-            raise ValueError(
+            raise GatingError(
                 "FlowJo biex needs width < 0, positive > 0 and max_value > 0, got "
                 f"width={self.width}, positive={self.positive}, max_value={self.max_value}"
             )
-        if self.channel_range < 2 or self.channel_range != int(self.channel_range):
-            raise ValueError("FlowJo biex channel_range must be an integer >= 2")
+        if not 2 <= self.channel_range <= 2**20 or self.channel_range != int(self.channel_range):
+            raise GatingError("FlowJo biex channel_range must be a whole number from 2 to 2**20")
 
     @cached_property
     def _table(self) -> tuple[np.ndarray, np.ndarray]:

@@ -47,6 +47,7 @@ reference explains every option.)
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,8 @@ from .gates import (
     RectangleGate,
     make_registered,
 )
-from .strategy import Population, Strategy
+from .limits import MAX_POLYGON_VERTICES, excerpt, read_yaml
+from .strategy import Population, Strategy, name_problem
 from .transforms import TRANSFORMS, Ratio, Transform, make_transform
 
 _GATE_KEYS = (
@@ -127,7 +129,10 @@ class _Loader:
                 "description, compensation, transforms, populations",
             )
         self._compensation(doc.get("compensation", FROM_FILE))
-        for tid, spec in (doc.get("transforms") or {}).items():
+        transforms = doc.get("transforms") or {}
+        if not isinstance(transforms, dict):
+            raise self.fail("transforms", "expected a mapping of names to transforms")
+        for tid, spec in transforms.items():
             self.transforms[str(tid)] = self._transform(str(tid), spec)
         pops_doc = doc.get("populations")
         if not isinstance(pops_doc, list) or not pops_doc:
@@ -149,6 +154,10 @@ class _Loader:
             raise StrategyError(f"{self.path}: {exc}") from None
 
     def _compensation(self, spec: Any) -> None:
+        if isinstance(spec, (dict, list)):
+            raise self.fail(
+                "compensation", f"expected FCS, uncompensated or a CSV file, got {excerpt(spec)}"
+            )
         text = str(spec).strip()
         if text.lower() in ("fcs", "file", "spillover"):
             self.default_comp = FROM_FILE
@@ -162,7 +171,13 @@ class _Loader:
                     f"{text!r} is neither FCS, uncompensated nor an "
                     f"existing CSV matrix ({csv_path} not found)",
                 )
-            comp = Compensation.from_csv(csv_path)
+            try:
+                comp = Compensation.from_csv(csv_path)
+            except Exception as exc:  # a damaged matrix file, whatever the parser says
+                raise self.fail(
+                    "compensation",
+                    f"{csv_path} is not a spillover matrix ({excerpt(str(exc), 200)})",
+                ) from None
             self.compensations[comp.id] = comp
             self.default_comp = comp.id
 
@@ -176,6 +191,9 @@ class _Loader:
             )
         ((kind, params),) = spec.items()
         params = params or {}
+        if not isinstance(params, dict):
+            raise self.fail(where, f"{kind} takes a mapping of parameters, got {excerpt(params)}")
+        params = dict(params)
         try:
             if kind == "ratio":
                 return Ratio(
@@ -184,25 +202,35 @@ class _Loader:
                     **{k: float(v) for k, v in params.items()},
                 )
             return make_transform(str(kind), **params)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise self.fail(where, f"bad parameters {params!r} ({exc})") from None
+        except GatingError as exc:  # parameters outside the transform's rules (it names them)
+            raise self.fail(where, str(exc)) from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise self.fail(where, f"bad parameters {excerpt(params)} ({exc})") from None
 
-    def _dimension(self, where: str, spec: Any, transform: str | None) -> Dimension:
-        if isinstance(spec, (str, int, float)):
+    def _dimension(self, where: str, spec: Any, transform: Any) -> Dimension:
+        transform = self._scalar(where, "transform", transform)
+        if isinstance(spec, (str, int, float)) and not isinstance(spec, bool):
             return Dimension(str(spec), self.default_comp, transform)
         if isinstance(spec, dict) and "name" in spec:
-            comp = spec.get("compensation", self.default_comp)
+            name = self._scalar(where, "dimension name", spec["name"])
+            comp = self._scalar(where, "compensation", spec.get("compensation", self.default_comp))
             comp = {"none": UNCOMPENSATED, "fcs": FROM_FILE}.get(str(comp).lower(), str(comp))
-            tr = spec.get("transform", transform)
-            ratio = str(spec["name"]) in self.transforms and isinstance(
-                self.transforms[str(spec["name"])], Ratio
-            )
-            return Dimension(str(spec["name"]), comp, None if tr is None else str(tr), ratio)
+            tr = self._scalar(where, "transform", spec.get("transform", transform))
+            ratio = name in self.transforms and isinstance(self.transforms[name], Ratio)
+            return Dimension(str(name), comp, tr, ratio)
         raise self.fail(
             where,
             f"a dimension is a marker/channel name or {{name: ..., transform: "
-            f"..., compensation: ...}}, got {spec!r}",
+            f"..., compensation: ...}}, got {excerpt(spec)}",
         )
+
+    def _scalar(self, where: str, what: str, value: Any) -> str | None:
+        """A name given as text or a number (None stays None); StrategyError for anything else."""
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise self.fail(where, f"{what} must be a name, got {excerpt(value)}")
+        return str(value)
 
     def _entry(self, k: int, entry: Any) -> list[Population]:
         if isinstance(entry, dict) and "quadrant" in entry:
@@ -213,14 +241,16 @@ class _Loader:
             raise self.fail(
                 f"population {k}", "expected a mapping with name, gate (and parent), or a quadrant"
             )
-        name = str(entry["name"])
+        name = self._name(f"population {k}", entry["name"])
         where = f"population {name!r}"
         unknown = set(entry) - {"name", "gate", "parent", "label", "description"}
         if unknown:
             raise self.fail(where, f"unknown keys {sorted(unknown)}")
-        parent = entry.get("parent")
+        parent = self._reference(where, "parent", entry.get("parent"))
         gate = self._gate(where, entry["gate"])
         label = entry.get("label")
+        if label is not None:
+            label = self._name(where + " label", label)
         return [
             Population(
                 name,
@@ -230,6 +260,25 @@ class _Loader:
             )
         ]
 
+    def _name(self, where: str, value: Any) -> str:
+        """A population name as written: text (or a number), no '/' (it separates the parts of
+        population paths), no control characters, not empty."""
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise self.fail(where, f"a name is text, got {excerpt(value)}")
+        name = str(value)
+        problem = name_problem(name, slash=False)
+        if problem is not None:
+            raise self.fail(where, f"name {excerpt(name)} {problem}")
+        return name
+
+    def _reference(self, where: str, what: str, value: Any) -> str | None:
+        """A population named as parent or boolean operand (None for no parent)."""
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise self.fail(where, f"{what} must be a population name, got {excerpt(value)}")
+        return str(value)
+
     def _gate(self, where: str, spec: Any) -> Gate:
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in _GATE_KEYS:
             raise self.fail(
@@ -238,15 +287,17 @@ class _Loader:
                 "{range: {dimension: CD3, min: 0.35}}",
             )
         ((kind, body),) = spec.items()
+        _check_numbers(self, where, kind, body, open_ends=kind in ("range", "rectangle"))
         try:
             if kind in ("and", "or"):
+                if not isinstance(body, list):
+                    raise self.fail(where, f"{kind} takes a list of population names")
                 return BooleanGate(kind, tuple(self._operand(where, o) for o in body))
             if kind == "not":
-                return BooleanGate("not", ((str(body), False),))
+                return BooleanGate("not", ((self._reference(where, "not", body), False),))
             if not isinstance(body, dict):
                 raise self.fail(where, f"{kind} gate needs a mapping of its parameters")
-            tr = body.get("transform")
-            tr = None if tr is None else str(tr)
+            tr = self._scalar(where, "transform", body.get("transform"))
             if kind == "range":
                 dim = self._dimension(where, body["dimension"], tr)
                 return RectangleGate((dim,), (body.get("min"),), (body.get("max"),))
@@ -260,7 +311,7 @@ class _Loader:
                     self._dimension(where, body["x"], tr),
                     self._dimension(where, body["y"], tr),
                 )
-                return PolygonGate(dims, tuple(tuple(v) for v in body["vertices"]))
+                return PolygonGate(dims, _vertices(body["vertices"]))
             if kind in _ADAPTIVE_KEYS:
                 unknown = set(body) - _ADAPTIVE_KEYS[kind]
                 if unknown:
@@ -334,7 +385,7 @@ class _Loader:
             return ad.ScatterClusterGate(
                 dims("x", "y"),
                 (tuple(float(v) for v in body["target"]),),
-                components=int(body.get("components", 5)),
+                components=_count(body, "components", 5, 1, MAX_COMPONENTS),
                 max_distance2=float(body.get("max_distance2", 16.0)),
                 max_offset=float(body.get("max_offset", 0.5)),
                 shape=str(body.get("shape", "mixture")),
@@ -357,7 +408,7 @@ class _Loader:
                 dims("x", "y"),
                 (float(at[0]), float(at[1])),
                 float(body.get("quantile", 0.95)),
-                int(body.get("components", 4)),
+                _count(body, "components", 4, 1, MAX_COMPONENTS),
                 _opt_float(body.get("max_offset")),
             )
         return ad.TailGate(
@@ -370,11 +421,11 @@ class _Loader:
 
     def _operand(self, where: str, op: Any) -> tuple[str, bool]:
         if isinstance(op, dict) and set(op) == {"not"}:
-            return str(op["not"]), True
-        if isinstance(op, (str, int)):
+            return self._reference(where, "not", op["not"]), True
+        if isinstance(op, (str, int)) and not isinstance(op, bool):
             return str(op), False
         raise self.fail(
-            where, f"boolean operands are population names or {{not: name}}, got {op!r}"
+            where, f"boolean operands are population names or {{not: name}}, got {excerpt(op)}"
         )
 
     def _scatter(self, k: int, body: Any) -> list[Population]:
@@ -382,13 +433,14 @@ class _Loader:
         from .adaptive import ScatterClusterGate
 
         where = f"scatter {k}"
+        _check_numbers(self, where, "scatter", body)
         try:
             tr = body.get("transform")
             dims = (self._dimension(where, body["x"], tr), self._dimension(where, body["y"], tr))
-            parent = body.get("parent")
+            parent = self._reference(where, "parent", body.get("parent"))
             names, targets, required = [], [], []
             for name, spec in body["populations"].items():
-                names.append(str(name))
+                names.append(self._name(where, name))
                 if isinstance(spec, dict):  # {at: [x, y], required: false}
                     targets.append(tuple(float(v) for v in spec["at"]))
                     required.append(bool(spec.get("required", True)))
@@ -402,7 +454,7 @@ class _Loader:
                         dims,
                         tuple(targets),
                         i,
-                        int(body.get("components", 6)),
+                        _count(body, "components", 6, 1, MAX_COMPONENTS),
                         float(body.get("max_distance2", 16.0)),
                         float(body.get("max_offset", 0.35)),
                         required[i],
@@ -421,6 +473,7 @@ class _Loader:
 
     def _quadrant(self, k: int, body: Any) -> list[Population]:
         where = f"quadrant {k}"
+        _check_numbers(self, where, "quadrant", body)
         try:
             tr = body.get("transform")
             x = self._dimension(where, body["x"], tr)
@@ -428,9 +481,10 @@ class _Loader:
             auto = body["at"] == "auto"
             if not auto:
                 cx, cy = (float(v) for v in body["at"])
-            parent = body.get("parent")
+            parent = self._reference(where, "parent", body.get("parent"))
             out = []
             for name, signs in body["populations"].items():
+                name = self._name(where, name)
                 signs = str(signs)
                 if len(signs) != 2 or set(signs) - {"+", "-"}:
                     raise self.fail(
@@ -456,7 +510,7 @@ class _Loader:
                     gate = RectangleGate(
                         (x, y), (lo_hi[0][0], lo_hi[1][0]), (lo_hi[0][1], lo_hi[1][1])
                     )
-                out.append(Population(str(name), gate, None if parent is None else str(parent)))
+                out.append(Population(name, gate, parent))
             return out
         except StrategyError:
             raise
@@ -476,7 +530,7 @@ def _valley(body: dict[str, Any]) -> dict[str, Any]:
     if body.get("bandwidth") is not None:
         out["bandwidth"] = float(body["bandwidth"])
     if body.get("peaks") is not None:
-        out["peaks"] = int(body["peaks"])
+        out["peaks"] = _count(body, "peaks", 2, 2, MAX_PEAKS)
     if "prefer" in body:
         out["prefer"] = str(body["prefer"])
     if body.get("no_valley") is not None:
@@ -488,17 +542,55 @@ def _opt_float(v: Any) -> float | None:
     return None if v is None else float(v)
 
 
-def read_yaml(path: str | os.PathLike, what: str, error: type[Exception] = StrategyError) -> Any:
-    """The parsed content of a YAML file (safe loader); ``error`` naming the file and ``what`` it
-    should be when it is missing or not valid YAML."""
-    import yaml
+#: mixture components a cluster or scatter gate may ask for; peaks a valley search may expect
+MAX_COMPONENTS = 50
+MAX_PEAKS = 20
 
-    try:
-        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise error(f"{path}: {what} not found") from None
-    except yaml.YAMLError as exc:
-        raise error(f"{path}: not valid YAML ({exc})") from None
+
+def _count(body: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    """A whole number option from ``low`` to ``high`` (ValueError saying so otherwise)."""
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ValueError(f"{key} must be a whole number, got {excerpt(value)}")
+    if not low <= value <= high:
+        raise ValueError(f"{key} must be from {low} to {high}, got {value}")
+    return int(value)
+
+
+def _vertices(value: Any) -> tuple:
+    """Polygon vertices as written ([[x, y], ...]); the polygon gate checks them."""
+    if not isinstance(value, list):
+        raise ValueError(f"polygon vertices must be a list of [x, y] pairs, got {excerpt(value)}")
+    if len(value) > MAX_POLYGON_VERTICES:
+        raise ValueError(
+            f"polygon has {len(value):,} vertices, more than the {MAX_POLYGON_VERTICES:,} a "
+            "polygon may have"
+        )
+    return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+
+
+def _check_numbers(
+    loader: _Loader, where: str, kind: str, body: Any, open_ends: bool = False
+) -> None:
+    """StrategyError for a NaN or infinite number anywhere in a gate's options (which would
+    otherwise gate nothing, silently). Infinity is allowed only as a range or rectangle bound
+    (min -inf / max +inf: an open end, the gate decides)."""
+    todo: list[tuple[str, Any]] = [(kind, body)]
+    while todo:
+        key, value = todo.pop()
+        if isinstance(value, dict):
+            todo.extend((f"{key}.{k}", v) for k, v in value.items())
+        elif isinstance(value, list):
+            todo.extend((f"{key}[{i}]", v) for i, v in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            leaf = key.split(".")[-1].split("[")[0]
+            if math.isinf(value) and open_ends and leaf in ("min", "max"):
+                continue
+            raise loader.fail(
+                where,
+                f"{key} is {value}; gates need finite numbers"
+                + (" (leave a bound out for an open end)" if leaf in ("min", "max") else ""),
+            )
 
 
 def load_yaml(path: str | os.PathLike) -> Strategy:

@@ -11,6 +11,7 @@ import pytest
 
 import cytowhim as cw
 from cytowhim.export import OBS_SEPARATOR, UNGATED, population_labels, to_anndata, to_csv, to_xlsx
+from cytowhim.spreadsheet import safe_cell
 from cytowhim.store import (
     PROVENANCE_COLUMNS,
     QC_COLUMNS,
@@ -81,7 +82,10 @@ def test_to_csv(results, tmp_path):
     )
     flags = pd.read_csv(tmp_path / "csv" / "qc_flags.csv")
     assert list(flags.columns) == list(QC_COLUMNS) and len(flags) == 4
-    assert flags["message"].tolist() == results.qc_flags()["message"].tolist()
+    # text a spreadsheet would run as a formula gets a leading apostrophe (CSV injection)
+    messages = results.qc_flags()["message"].tolist()
+    assert flags["message"].tolist() == [safe_cell(m) for m in messages]
+    assert "'=SUM(A1:A2) is text, not a formula" in flags["message"].tolist()
     prov = pd.read_csv(tmp_path / "csv" / "provenance.csv")
     assert list(prov.columns) == list(PROVENANCE_COLUMNS)
     assert prov["file"].tolist()[:2] == ["/data/S1_TBNK.fcs", "/data/S1_B.fcs"]

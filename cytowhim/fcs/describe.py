@@ -162,7 +162,8 @@ def _from_keywords(name: str, kw: dict[str, str]) -> dict[str, Any]:
 
 
 def _version(name: str) -> str:
-    with open(name, "rb") as f:
+    _, f, _ = _open(name)
+    with f:
         return f.read(6).decode("latin-1")
 
 
@@ -177,9 +178,10 @@ def looks_like_fcs(path: str | os.PathLike) -> bool:
     if p.suffix.lower() in FCS_SUFFIXES:
         return True
     try:
-        with open(p, "rb") as f:
+        _, f, _ = _open(p)  # regular files only: a FIFO would block
+        with f:
             head = f.read(6)
-    except OSError:
+    except (OSError, FCSError):
         return False
     return head.startswith(b"FCS") if not p.suffix else bool(_FCS_MAGIC.fullmatch(head))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -282,32 +281,139 @@ def _apply_masks(events: np.ndarray, fmt: DataFormat) -> np.ndarray:
     return events
 
 
-_ASCII_SPLIT = re.compile(rb"[\s,]+")
+_ASCII_DELIMITERS = b" \t\n\r\x0b\x0c,"  # between delimited ASCII values: whitespace and commas
+_IS_DELIMITER = np.zeros(256, dtype=bool)
+_IS_DELIMITER[list(_ASCII_DELIMITERS)] = True
+_TO_SPACE = bytes.maketrans(_ASCII_DELIMITERS, b" " * len(_ASCII_DELIMITERS))
+#: bytes of ASCII DATA decoded at a time (memory beyond the events array stays a few MB)
+_ASCII_CHUNK = 1 << 18
 
 
 def _read_ascii(f: BinaryIO, span: DataSpan, fmt: DataFormat, path: str | None) -> np.ndarray:
+    """ASCII DATA ($DATATYPE A) as float64, decoded in chunks of :data:`_ASCII_CHUNK` bytes
+    straight into the events array: about 8 bytes per value plus a few MB, whatever the file's
+    size (holding every value as a Python float took 24x the file's size)."""
+    if 0 in fmt.widths:
+        return _read_ascii_delimited(f, span, fmt.n_parameters, path)
+    return _read_ascii_fixed(f, span, fmt, path)
+
+
+def _ascii_chunks(f: BinaryIO, span: DataSpan, path: str | None, size: int = _ASCII_CHUNK):
+    """The bytes of ``span`` in pieces of at most ``size`` (FCSError if the file ends first)."""
     f.seek(span.start)
-    blob = f.read(span.nbytes)
-    p = fmt.n_parameters
+    buffer = bytearray(min(size, span.nbytes))
+    got = 0
+    while got < span.nbytes:
+        n = min(len(buffer), span.nbytes - got)
+        view = memoryview(buffer)[:n]
+        got = _read_more(f, view, got, span, path)
+        yield bytes(view)
+
+
+def _token_starts(chunk: bytes, after_delimiter: bool) -> tuple[int, bool]:
+    """(values that start in ``chunk``, whether it ends on a delimiter); ``after_delimiter``:
+    whether the bytes before it ended on one (or it is the first)."""
+    delim = _IS_DELIMITER[np.frombuffer(chunk, dtype=np.uint8)]
+    if delim.size == 0:
+        return 0, after_delimiter
+    starts = int(np.count_nonzero(~delim[1:] & delim[:-1]))
+    starts += int(after_delimiter and not delim[0])
+    return starts, bool(delim[-1])
+
+
+def _parse_values(piece: bytes, expected: int, path: str | None) -> np.ndarray:
+    """The ``expected`` numbers of a piece of delimited ASCII (whole values only), with numpy's
+    parser; a piece it refuses or miscounts is parsed value by value (which names a bad one)."""
+    text = piece.translate(_TO_SPACE)
+    if expected:
+        try:
+            values = np.fromstring(text.decode("latin-1"), dtype=np.float64, sep=" ")
+        except ValueError:
+            values = None
+        if values is not None and values.size == expected:
+            return values
     try:
-        if 0 in fmt.widths:  # delimited values
-            values = np.array([float(t) for t in _ASCII_SPLIT.split(blob.strip()) if t])
-            if values.size % p:
-                raise FCSError(
-                    path, f"ASCII DATA holds {values.size} values, not a multiple of $PAR={p}"
-                )
-            return values.reshape(-1, p)
-        row = sum(fmt.widths)
-        n = len(blob) // row
-        rows = np.frombuffer(blob[: n * row], dtype=np.uint8).reshape(n, row)
-        out = np.empty((n, p), dtype=np.float64)
+        return np.array([float(t) for t in text.split()], dtype=np.float64)
+    except ValueError as exc:
+        raise FCSError(path, f"ASCII DATA has a value that is not a number ({exc})") from None
+
+
+def _read_ascii_delimited(f: BinaryIO, span: DataSpan, p: int, path: str | None) -> np.ndarray:
+    """Values separated by whitespace or commas ($PnB = '*'): counted in a first pass, so that
+    the events array is allocated once, then parsed piece by piece into it."""
+    count, after = 0, True
+    for chunk in _ascii_chunks(f, span, path):
+        n, after = _token_starts(chunk, after)
+        count += n
+    if count % p:
+        raise FCSError(path, f"ASCII DATA holds {count} values, not a multiple of $PAR={p}")
+    out = np.empty(count, dtype=np.float64)
+    filled, carry = 0, b""
+    chunks = _ascii_chunks(f, span, path)
+    for chunk in chunks:
+        data = carry + chunk
+        cut = max(data.rfind(bytes([c])) for c in _ASCII_DELIMITERS) + 1  # after the last one
+        piece, carry = data[:cut], data[cut:]
+        n, _ = _token_starts(piece, True)
+        values = _parse_values(piece, n, path)
+        out[filled : filled + values.size] = values
+        filled += values.size
+    if carry:
+        values = _parse_values(carry, _token_starts(carry, True)[0], path)
+        out[filled : filled + values.size] = values
+        filled += values.size
+    if filled != count:  # cannot happen: both passes see the same tokens
+        raise FCSError(path, f"ASCII DATA: read {filled} values, counted {count}")
+    return out.reshape(-1, p)
+
+
+def _read_ascii_fixed(f: BinaryIO, span: DataSpan, fmt: DataFormat, path: str | None) -> np.ndarray:
+    """Fixed-width fields ($PnB = digits per value), event after event: digits and spaces (the
+    usual content) are decoded column by column with numpy, other fields (signs, decimal points)
+    value by value; an empty field is 0."""
+    row = sum(fmt.widths)
+    n = span.nbytes // row
+    out = np.empty((n, fmt.n_parameters), dtype=np.float64)
+    rows_per_chunk = max(1, _ASCII_CHUNK // row)
+    first = 0
+    sub = DataSpan(span.start, n, n * row)
+    for chunk in _ascii_chunks(f, sub, path, rows_per_chunk * row):
+        rows = np.frombuffer(chunk, dtype=np.uint8).reshape(-1, row)
+        m = rows.shape[0]
         pos = 0
         for col, width in enumerate(fmt.widths):
-            field = rows[:, pos : pos + width].copy().view(f"S{width}").ravel()
-            out[:, col] = [float(v.strip() or 0) for v in field]
+            field = rows[:, pos : pos + width]
+            values = _digit_fields(field)
+            if values is None:
+                values = _fields_one_by_one(field, path)
+            out[first : first + m, col] = values
             pos += width
-        return out
+        first += m
+    return out
+
+
+def _digit_fields(field: np.ndarray) -> np.ndarray | None:
+    """Values of fixed-width fields (rows x width bytes) made of one run of digits with spaces
+    around it (or only spaces: 0), or None when some field holds anything else."""
+    width = field.shape[1]
+    digit = (field >= 0x30) & (field <= 0x39)
+    if width > 18 or not np.all(digit | (field == 0x20)):
+        return None
+    seen = np.logical_or.accumulate(digit, axis=1)
+    later = np.logical_or.accumulate(digit[:, ::-1], axis=1)[:, ::-1]
+    if np.any(~digit & seen & later):  # a space between digits: '1 2' is not a number
+        return None
+    value = np.zeros(field.shape[0], dtype=np.int64)
+    for j in range(width):
+        d = digit[:, j]
+        value[d] = value[d] * 10 + (field[d, j].astype(np.int64) - 0x30)
+    return value
+
+
+def _fields_one_by_one(field: np.ndarray, path: str | None) -> list[float]:
+    width = field.shape[1]
+    texts = np.ascontiguousarray(field).view(f"S{width}").ravel()
+    try:
+        return [float(v.strip() or 0) for v in texts]
     except ValueError as exc:
-        if isinstance(exc, FCSError):
-            raise
         raise FCSError(path, f"ASCII DATA has a value that is not a number ({exc})") from None

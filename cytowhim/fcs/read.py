@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from collections import Counter
+from typing import BinaryIO
 
 from ..errors import FCSError, FCSWarning
 from ..sample import Sample
@@ -13,13 +15,56 @@ from .segments import DataSet, format_of, resolve_data, walk_data_sets
 from .spillover import spillover_frame
 
 
-def _open(path: str | os.PathLike):
+def _kind(mode: int) -> str | None:
+    """What a file that is not a regular file is ('a FIFO (named pipe)' ...), None if it is one."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _refuse(name: str, kind: str) -> FCSError:
+    if kind == "a directory":
+        return FCSError(name, "is a directory, not an FCS file")
+    return FCSError(name, f"is {kind}, not a regular file: not read (an FCS file is a file)")
+
+
+def open_regular(path: str | os.PathLike) -> tuple[str, BinaryIO, int]:
+    """(name, unbuffered binary file, size) of a regular file; FCSError naming it when it is a
+    directory, a FIFO, a socket or a device, which are never opened as FCS (reading a FIFO
+    would wait forever for a writer). OSError (e.g. FileNotFoundError) when it cannot be
+    opened."""
     name = os.fspath(path)
+    kind = _kind(os.stat(name).st_mode)  # before opening: opening a FIFO or device can block
+    if kind is not None:
+        raise _refuse(name, kind)
+    # non-blocking, in case it became a FIFO since (no effect on a regular file)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
-        f = open(name, "rb", buffering=0)  # noqa: SIM115 - closed by the caller's `with`
+        fd = os.open(name, flags | getattr(os, "O_CLOEXEC", 0))
     except IsADirectoryError:
-        raise FCSError(name, "is a directory, not an FCS file") from None
-    return name, f, os.fstat(f.fileno()).st_size
+        raise _refuse(name, "a directory") from None
+    try:
+        st = os.fstat(fd)
+        kind = _kind(st.st_mode)
+        if kind is not None:
+            raise _refuse(name, kind)
+        f = os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return name, f, st.st_size
+
+
+_open = open_regular
 
 
 def _check_index(data_set: int) -> None:
