@@ -14,8 +14,10 @@ Each sample's tree holds every gate FlowJo applied to it, group gates and the sa
 overrides alike, so only the chosen sample's tree is read. Gates keep FlowJo's geometry on
 FlowJo's display scale: each dimension carries the sample's transform, so a polygon is straight
 where FlowJo drew it straight, and events beyond the ends of a biex, log or table scale sit on the
-axis as FlowJo draws them. Polygons are evaluated as FlowJo does, on its 256 x 256 display grid
-(:class:`FlowJoPolygonGate`); rectangles, ranges and ellipses on exact values.
+axis as FlowJo draws them. Polygons are evaluated as FlowJo does, in its 256 x 256 display bins
+(:class:`FlowJoPolygonGate`: FlowJo 10 bins linear axes to the nearest bin edge and biex axes, on
+its 4096-channel table, by truncation; FlowJo 9 gates on display cells, :class:`FlowJoCellGate`);
+rectangles, ranges and ellipses on exact values.
 
 Population names are paths (``'Cells/CD4+'``): FlowJo repeats names under different parents.
 FlowJo writes ``/`` in parameter names as ``_``; names are mapped back to the sample's channel

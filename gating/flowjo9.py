@@ -12,6 +12,7 @@ import numpy as np
 from .compensation import FROM_FILE, UNCOMPENSATED
 from .errors import StrategyError
 from .flowjo_gates import (
+    NEAREST,
     FlowJoCellGate,
     OutsideGate,
     _display_top,
@@ -239,7 +240,9 @@ class _Workspace9(_Workspace):
             return RectangleGate(dims[:1], (lo,), (hi,))
         cols = [list(verts[:, k]) for k in range(len(trs))]
         if tag in ("Polygon", "PolyRect"):
-            return _grid_polygon(dims, trs, cols, 256)
+            # to the nearest bin on every axis: on the FlowJo 9.2 workspace (A2004) truncating
+            # table axes as FlowJo 10 truncates biex ones moves 3 polygons' counts further off
+            return _grid_polygon(dims, trs, cols, 256, NEAREST)
         return _Workspace9._antipodal_ellipse(dims, np.array(_scaled_columns(trs, cols)).T, where)
 
     @staticmethod

@@ -1,6 +1,7 @@
 """The gates and scales of FlowJo workspaces, as the engine evaluates them: FlowJo's outside gates
-(``eventsInside="0"``), polygons on FlowJo's 256 x 256 display grid, and where FlowJo's display
-scales stop (events beyond a biex, log or table scale sit on the axis)."""
+(``eventsInside="0"``), polygons in FlowJo's 256 x 256 display bins (each axis binned as FlowJo
+bins it: linear to the nearest bin edge, biex by truncation), and where FlowJo's display scales
+stop (events beyond a biex, log or table scale sit on the axis)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .errors import GatingError
 from .gates import (
     Dimension,
     Gate,
@@ -18,6 +20,7 @@ from .gates import (
 from .transforms import (
     FlowJoBiex,
     FlowJoLog,
+    Linear,
     TableTransform,
     Transform,
 )
@@ -62,29 +65,63 @@ def _on_boundary(points: np.ndarray, vertices: np.ndarray) -> np.ndarray:
     return on
 
 
+NEAREST, TRUNCATE = "nearest", "truncate"  # how a FlowJo display axis bins (FlowJoPolygonGate)
+
+
 @dataclass(frozen=True)
 class FlowJoPolygonGate(PolygonGate):
-    """A polygon evaluated as FlowJo does, on its display grid: events and vertices are rounded to
-    the nearest of ``resolution`` steps across each axis's display range (0..``tops[k]`` on the
-    dimension's scale); events on the rounded outline are inside. Events near an edge can thereby
-    fall the other way than on exact values, as they do in FlowJo."""
+    """A polygon evaluated as FlowJo 10 evaluates it, in its display bins: each axis's display
+    range (0..``tops[k]`` on the dimension's scale) is cut in ``resolution`` bins, and an event
+    and the polygon's vertices alike fall in a bin by that axis's ``binning``:
+
+    * ``'nearest'`` (FlowJo's linear axes): the nearest bin edge, floor(x + 0.5) in bins;
+    * ``'truncate'`` (FlowJo's biex axes, and by assumption its other non-linear scales): the bin
+      the value truncates to, floor(x) in bins, held to bins 0..resolution - 1 (values beyond the
+      display sit in its first or last bin, as FlowJo draws them on the axis). On a biex axis,
+      whose scale is FlowJo's 4096-channel table, that is floor(channel / 16) for 256 bins.
+
+    An event is inside when its bin is inside the binned polygon or on its outline. Events near
+    an edge can thereby fall the other way than on exact values, as they do in FlowJo."""
 
     kind: ClassVar[str] = "flowjo_polygon"
     pointwise: ClassVar[bool] = True
     tops: tuple[float, float] = (1.0, 1.0)
     resolution: int = 256
+    binning: tuple[str, str] = (NEAREST, NEAREST)
 
-    def _grid(self, values: np.ndarray) -> np.ndarray:
-        return np.floor(values * (self.resolution / np.asarray(self.tops, dtype=np.float64)) + 0.5)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        binning = tuple(self.binning)
+        if len(binning) != 2 or any(b not in (NEAREST, TRUNCATE) for b in binning):
+            raise GatingError(
+                f"FlowJo polygon binning must be two of {NEAREST!r} and {TRUNCATE!r}, got "
+                f"{self.binning!r}"
+            )
+        object.__setattr__(self, "binning", binning)
+
+    def _bins(self, values: np.ndarray) -> np.ndarray:
+        """Display bins (events x 2) of values on the dimensions' scales."""
+        scaled = values * (self.resolution / np.asarray(self.tops, dtype=np.float64))
+        bins = np.empty_like(scaled)
+        for k, rule in enumerate(self.binning):
+            if rule == TRUNCATE:
+                bins[:, k] = np.clip(np.floor(scaled[:, k]), 0, self.resolution - 1)
+            else:
+                bins[:, k] = np.floor(scaled[:, k] + 0.5)
+        return bins
 
     def contains(self, values: np.ndarray) -> np.ndarray:
-        verts = self._grid(np.asarray(self.vertices, dtype=np.float64))
-        points = self._grid(np.asarray(values, dtype=np.float64)[:, :2])
+        verts = self._bins(np.asarray(self.vertices, dtype=np.float64))
+        points = self._bins(np.asarray(values, dtype=np.float64)[:, :2])
         inside = PolygonGate(self.dimensions, tuple(map(tuple, verts))).contains(points)
         return inside | _on_boundary(points, verts)
 
     def geometry(self) -> dict[str, Any]:
-        return {**super().geometry(), "grid": [self.resolution, list(self.tops)]}
+        return {
+            **super().geometry(),
+            "grid": [self.resolution, list(self.tops)],
+            "binning": list(self.binning),
+        }
 
 
 @dataclass(frozen=True)
@@ -169,13 +206,25 @@ def _scaled(tr: Transform | None, values: Sequence[float]) -> list[float]:
     return [float(v) for v in tr.apply(np.asarray(values, dtype=np.float64))]
 
 
-def _grid_polygon(dims, trs, cols: list[list[float]], resolution: int) -> PolygonGate:
-    """FlowJo's polygon on its display grid (exact geometry where a dimension has no scale)."""
+def _binning(tr: Transform | None) -> str:
+    """How FlowJo 10 bins a display axis: linear axes to the nearest bin edge (FlowJo's counts on
+    OMIP-021 need it), biex axes by truncation on its 4096-channel table (FlowJo's counts on a
+    FlowJo 10.7 T-cell panel need it) and, assumed alike, its log, logicle, fasinh and hyperlog
+    axes (see :class:`FlowJoPolygonGate`)."""
+    return NEAREST if isinstance(tr, Linear) else TRUNCATE
+
+
+def _grid_polygon(
+    dims, trs, cols: list[list[float]], resolution: int, binning: str | None = None
+) -> PolygonGate:
+    """FlowJo's polygon in its display bins (exact geometry where a dimension has no scale); each
+    axis binned by :func:`_binning` of its scale, or all by ``binning`` when given."""
     vertices = tuple(zip(*_scaled_columns(trs, cols)))
     tops = [_display_top(tr) for tr in trs]
     if None in tops or len(tops) != 2:
         return PolygonGate(dims, vertices)
-    return FlowJoPolygonGate(dims, vertices, (tops[0], tops[1]), resolution)
+    rules = [binning or _binning(tr) for tr in trs]
+    return FlowJoPolygonGate(dims, vertices, (tops[0], tops[1]), resolution, (rules[0], rules[1]))
 
 
 def _scaled_columns(trs, cols) -> list[list[float]]:

@@ -332,6 +332,13 @@ def _biex_negative_range(b: float, w: float) -> float:
             hi = mid
 
 
+#: How far below a whole channel the biex zero point may come out and still be that channel: the
+#: width and pos FlowJo writes (10 and 9 decimals) move it by less than 1e-7 of 4096 channels for
+#: |width| >= 1 and pos + neg >= 0.5; a zero point truly that close below a whole channel would
+#: take contrived parameters.
+_BIEX_ZERO_SLACK = 1e-6
+
+
 def flowjo_biex_table(
     negative: float, width: float, positive: float, max_value: float, channel_range: int = 4096
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -340,13 +347,19 @@ def flowjo_biex_table(
     FlowJo's own algorithm (TreeStar's Java, as ported in cytolib and FlowKit): ``width`` is the
     (negative) width basis, ``positive`` the decades, ``negative`` the extra negative decades,
     ``max_value`` the raw value of the top channel. Returns (raw, channels), both increasing.
+
+    The zero point (the channel of raw 0) is the whole channel below the exact one. FlowJo
+    computes it from its own width but writes the width rounded to 10 decimals: -79.4328234724
+    for -10**1.9 puts it at 1023.99999999992, where FlowJo has 1024. So a zero point within
+    :data:`_BIEX_ZERO_SLACK` below a whole channel is that channel.
     """
     if not width < 0:
         raise ValueError(f"FlowJo biex width basis must be negative, got {width}")
     w = math.log10(-width)
     decades = positive - w / 2
     extra = max(negative, 0.0) + w / 2
-    zero = min(int(extra * channel_range / (extra + decades)), channel_range // 2)
+    at = extra * channel_range / (extra + decades)
+    zero = min(int(at + _BIEX_ZERO_SLACK), channel_range // 2)
     if zero > 0:
         decades = extra * channel_range / zero
     w /= 2 * decades
@@ -400,8 +413,18 @@ class FlowJoBiex(Transform):
         )
 
     def apply(self, x):
+        """Channels of raw values, linear between the table's entries; a value below a channel's
+        entry stays below that channel (interpolation can round it up onto it by a last bit), so
+        that floor(channel) is the table interval the value falls in, as FlowJo bins it."""
         raw, channels = self._table
-        return np.interp(np.asarray(x, dtype=np.float64), raw, channels)
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(np.interp(x, raw, channels))
+        flat_y, flat_x = y.reshape(-1), x.reshape(-1)
+        whole = np.flatnonzero((flat_y > 0) & (flat_y == np.floor(flat_y)))
+        if whole.size:
+            low = whole[flat_x[whole] < raw[flat_y[whole].astype(np.intp)]]
+            flat_y[low] = np.nextafter(flat_y[low], -np.inf)
+        return y
 
     def inverse(self, y):
         raw, channels = self._table
