@@ -2,7 +2,10 @@
 ``cytowhim --help`` starts fast.
 
 Exit status: 0 all done; 1 finished but some inputs failed (each named on stderr);
-2 bad usage or unreadable configuration.
+2 bad usage, an input the command cannot start without (manifest, panel or strategy file), or
+a failure that stops it (output folder locked, not writable or full; the Dask cluster
+unreachable; an error in cytowhim). No input ends in a traceback: each problem is one line
+naming the file, row, column or key; ``cytowhim --debug`` shows the tracebacks.
 """
 
 from __future__ import annotations
@@ -17,6 +20,16 @@ from . import __version__
 
 def _error(message: str) -> None:
     print(f"cytowhim: {message}", file=sys.stderr)
+
+
+def _failed(args: argparse.Namespace, exc: BaseException, status: int = 2) -> int:
+    """One line for ``exc`` on stderr (with ``--debug`` its traceback first); ``status``."""
+    if getattr(args, "debug", False):
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    _error(" ".join(str(exc).split()) or type(exc).__name__)
+    return status
 
 
 def _number_text(value) -> str:
@@ -341,8 +354,9 @@ def _strategy_overrides(items: list[str]) -> dict[str, str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .errors import CytowhimError, ExecutorError
-    from .manifest import read_table
+    from .batch_lock import output_lock
+    from .errors import CytowhimError
+    from .manifest import read_manifest
     from .panels import Panels
     from .run import run_manifest, write_run
 
@@ -369,29 +383,30 @@ def cmd_run(args: argparse.Namespace) -> int:
             from .reference import ReferenceIntervals
 
             reference = ReferenceIntervals.load(args.reference)
-        total = len(read_table(args.manifest))
+        # the manifest is read whole before anything is written: a manifest the run cannot
+        # use leaves the output folder as it was
+        total = len(read_manifest(args.manifest, units=args.units, decimal=args.decimal)[0])
     except (CytowhimError, ValueError, OSError) as exc:
-        _error(str(exc))
-        return 2
+        return _failed(args, exc)
     try:
-        result = run_manifest(
-            args.manifest,
-            panels=panels,
-            qc_rules=qc_rules,
-            reference=reference,
-            progress=_progress(args, total),
-            jobs=args.jobs,
-            out=args.out,
-            save_events=args.save_events,
-            scheduler=args.scheduler if args.executor == "dask" else None,
-            reporting=reporting,
-            units=args.units,
-            decimal=args.decimal,
-        )
-    except ExecutorError as exc:  # Dask: not installed, unreachable, failing
-        _error(str(exc))
-        return 2
-    path = write_run(result, args.out, manifest=args.manifest, panels=panels)
+        with output_lock(args.out, wait=args.wait, waiting=_error):
+            result = run_manifest(
+                args.manifest,
+                panels=panels,
+                qc_rules=qc_rules,
+                reference=reference,
+                progress=_progress(args, total),
+                jobs=args.jobs,
+                out=args.out,
+                save_events=args.save_events,
+                scheduler=args.scheduler if args.executor == "dask" else None,
+                reporting=reporting,
+                units=args.units,
+                decimal=args.decimal,
+            )
+            path = write_run(result, args.out, manifest=args.manifest, panels=panels)
+    except CytowhimError as exc:  # locked, disk full, Dask unreachable or failing, manifest gone
+        return _failed(args, exc)
     for line in result.errors:
         _error(line)
     n_spec = result.table["specimen"].nunique() if len(result.table) else 0
@@ -471,6 +486,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 1 if result.errors else 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: give 1 or more worker processes")
+    return value
+
+
+def _debug_flag(parser: argparse.ArgumentParser, default) -> None:
+    # on the subcommand too (cytowhim run ... --debug); SUPPRESS there keeps the main one's value
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="for developers: show tracebacks and debug messages instead of one-line errors",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cytowhim",
@@ -479,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 all done, 1 some inputs failed (named on stderr), 2 bad usage.",
     )
     parser.add_argument("--version", action="version", version=f"cytowhim {__version__}")
+    _debug_flag(parser, False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser(
@@ -623,12 +659,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--jobs",
         "-j",
-        type=int,
+        type=_positive_int,
         default=1,
         metavar="N",
-        help="gate files in N processes (default 1)",
+        help="gate files in N processes (default 1; N >= 1)",
+    )
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another run is writing into DIR, wait for it to finish (default: refuse)",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress")
+    _debug_flag(p, argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -718,6 +760,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    debug = getattr(args, "debug", False)
+    handler = _debug_logging() if debug else None
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
@@ -727,3 +771,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
+    except Exception as exc:  # an error in cytowhim: one line, the traceback with --debug
+        if debug:
+            raise
+        text = " ".join(str(exc).split())
+        _error(
+            f"{args.command}: unexpected {type(exc).__name__}"
+            + (f": {text[:300]}" if text else "")
+            + "; an error in cytowhim: please report it (cytowhim --debug shows the traceback)"
+        )
+        return 2
+    finally:
+        if handler is not None:
+            import logging
+
+            logging.getLogger("cytowhim").removeHandler(handler)
+
+
+def _debug_logging():
+    """Debug messages of cytowhim's loggers on stderr (``--debug``); the handler added."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("cytowhim: debug: %(name)s: %(message)s"))
+    logger = logging.getLogger("cytowhim")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    return handler

@@ -28,5 +28,15 @@ class ExecutorError(CytowhimError, RuntimeError):
     scheduler unreachable or the cluster failing); one line naming the scheduler and what to do."""
 
 
+class OutputError(CytowhimError, RuntimeError):
+    """The run cannot write its output folder (not writable, disk full, ...); one line naming the
+    file and what to do. What was finished is kept: a rerun into the same folder resumes."""
+
+
+class OutputInUseError(OutputError):
+    """Another run is writing into the output folder (``cytowhim run --out DIR`` holds a lock on
+    ``DIR/.cytowhim.lock`` while it runs); the message names the process holding it."""
+
+
 class FCSWarning(UserWarning):
     """An FCS file breaks the standard in a way cytowhim can read around (it says how)."""

@@ -54,7 +54,15 @@ are numbers already and need no declaration.
 Bad rows never stop the run: :func:`read_manifest` returns the good tubes and a list of
 problems, each naming the manifest, the row (the line of the file, header = 1, or the spreadsheet
 row), the column, the specimen, what was found and what was expected. A specimen with a problem is
-left out whole; the others are kept.
+left out whole; the others are kept. Among the problems: a row repeating an earlier one cell for
+cell (named, not read again; its specimen is kept), one tube of a specimen on two rows with other
+cells, one specimen id on two patients or timepoints, and a control character (a NUL, a newline,
+an escape) in a cell the manifest reads.
+
+A manifest that cannot be used at all raises :class:`ManifestError` in one line naming the file:
+missing, not a regular file, empty, binary (control characters in its header row, a workbook
+named ``.csv``, bytes that are neither UTF-8 nor Windows-1252 text), a required column missing,
+or a column given twice (``ALC`` and ``ALC (x10^3/uL)``).
 """
 
 from __future__ import annotations
@@ -347,10 +355,21 @@ def _grid(path: Path) -> Iterator[tuple[int, list[Any]]]:
         yield from ((i + 1, list(r)) for i, r in enumerate(frame.itertuples(index=False)))
         return
     data = path.read_bytes()
+    if data.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
+        raise ManifestError(
+            f"{path}: this is a spreadsheet workbook, not a CSV text file; give it its .xlsx "
+            "(or .xls) name, or save it as CSV"
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        text = data.decode("cp1252")  # Excel's "CSV" on Windows
+        try:
+            text = data.decode("cp1252")  # Excel's "CSV" on Windows
+        except UnicodeDecodeError as exc:
+            raise ManifestError(
+                f"{path}: not a CSV text file (UTF-8 or Windows-1252) or an XLSX workbook: "
+                f"byte 0x{data[exc.start]:02x} at offset {exc.start} is not text"
+            ) from None
     first = next(
         (ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")), ""
     )
@@ -368,17 +387,26 @@ def _read(path: str | os.PathLike) -> tuple[list[Any], list[tuple[int, list[Any]
     the manifest is missing or unreadable."""
     path = Path(path)
     if not path.is_file():
+        if path.exists():  # a folder, a FIFO (reading it would block), a device
+            raise ManifestError(f"{path}: the manifest is not a regular file")
         raise ManifestError(f"{path}: manifest not found")
     try:
         rows = [(n, cells) for n, cells in _grid(path) if any(_text(c) for c in cells)]
     except ImportError as exc:
         raise ManifestError(f"{path}: reading spreadsheets needs openpyxl ({exc})") from None
+    except ManifestError:
+        raise
     except Exception as exc:  # csv, zip, openpyxl and decoding errors of a broken file
         raise ManifestError(
             f"{path}: cannot read the manifest ({type(exc).__name__}: {exc})"
         ) from None
     if not rows:
         raise ManifestError(f"{path}: the manifest is empty (no header row)")
+    if any(_CONTROL.search(_text(c)) for c in rows[0][1]):
+        raise ManifestError(
+            f"{path}: not a CSV or XLSX manifest: its first row holds binary data (control "
+            "characters), not column names"
+        )
     return rows[0][1], rows[1:]
 
 
@@ -439,6 +467,8 @@ class _Reader:
         self.reported: set[tuple[str, str]] = set()  # (specimen, what) reported once
         self.said: set[tuple[str, str, str]] = set()  # (specimen, column, message) said
         self.rows: list[dict[str, Any]] = []
+        self.tubes: dict[tuple[str, str], tuple[int, list[str]]] = {}  # -> (row, its cells)
+        self.owner: dict[str, tuple[str, str, int]] = {}  # specimen -> (patient, timepoint, row)
 
     def report(self, row: int, column: str, spec: str, message: str, keep: bool = False) -> None:
         # a specimen's CBC repeated on each tube row is named once, at its first row
@@ -477,6 +507,22 @@ class _Reader:
     def read_row(self, row: int, cells: list[Any]) -> None:
         rec = {c.key: cells[i] if i < len(cells) else None for i, c in enumerate(self.columns)}
         spec = _text(rec["specimen"])
+        for cell, column in zip(cells, self.columns):
+            bad = _CONTROL.search(_text(cell)) if column.key in _USED else None
+            if bad:  # a NUL truncates an id in C libraries (HDF5); escapes reach terminals
+                self.problems.append(
+                    Problem(
+                        self.where,
+                        row,
+                        column.header,
+                        _printable(spec),
+                        f"'{_printable(_text(cell))}' holds the control character "
+                        f"U+{ord(bad.group()):04X}{' (NUL)' if bad.group() == chr(0) else ''}; "
+                        "cells are printable text",
+                    )
+                )
+                self.bad.add(spec)
+                return
         empty = [c for c in REQUIRED if not _text(rec[c])]
         if empty:
             self.report(row, empty[0], spec, f"{empty[0]} is empty")
@@ -490,6 +536,8 @@ class _Reader:
                 f"the row has more cells than the header's {len(self.columns)} columns "
                 f"(first extra cell {extra[0]!r})",
             )
+            return
+        if not self._once(row, spec, rec, cells):
             return
         decimal = self.decimal
         if _text(rec.get("decimal")):
@@ -525,6 +573,53 @@ class _Reader:
                     self.report(row, b, spec, f"{b}={shown!r}: must be a number >= 0")
         self._demographics(row, spec, rec, decimal)
         self.rows.append(out)
+
+    def _once(self, row: int, spec: str, rec: dict[str, Any], cells: list[Any]) -> bool:
+        """Whether the row is to be read: each tube of a specimen on one row, each specimen of
+        one patient and timepoint. A row repeating an earlier one cell for cell is named and
+        skipped (False; the specimen is kept); another row for the same tube, or a specimen id
+        used for two patients or timepoints, is a problem that leaves the specimen out."""
+        tube = _text(rec["tube"])
+        text = [_text(c) for c in cells]
+        width = len(self.columns)
+        text = (text + [""] * width)[: max(width, len(text))]
+        earlier = self.tubes.get((spec, tube))
+        if earlier is not None and earlier[1] == text:
+            self.report(
+                row,
+                "",
+                spec,
+                f"the row repeats row {earlier[0]} (tube {tube}) cell for cell; the repeat is "
+                "not read: remove it",
+                keep=True,
+            )
+            return False
+        if earlier is not None:
+            self.report(
+                row,
+                "tube",
+                spec,
+                f"tube {tube} of specimen {spec} is also on row {earlier[0]} with other cells "
+                f"(file {_text(rec['file'])!r} here); give each tube of a specimen on one row",
+            )
+            return False
+        self.tubes[(spec, tube)] = (row, text)
+        patient, timepoint = _text(rec["patient"]), _text(rec["timepoint"])
+        owner = self.owner.setdefault(spec, (patient, timepoint, row))
+        for what, before, now in (
+            ("patient", owner[0], patient),
+            ("timepoint", owner[1], timepoint),
+        ):
+            if before != now:
+                self.report(
+                    row,
+                    what,
+                    spec,
+                    f"specimen {spec} is {what} {before!r} on row {owner[2]} and {now!r} here: "
+                    "one specimen id for two different draws? Give each specimen its own id",
+                )
+                return False
+        return True
 
     def _cbc(
         self,
@@ -692,6 +787,15 @@ class _Reader:
             r["draw_date"] = known["draw_date"][0].isoformat() if "draw_date" in known else ""
             r["cbc_units"] = "; ".join(known[n][2] for n in CBC if n in known)
         return pd.DataFrame(good, columns=list(COLUMNS)), self.problems
+
+
+_USED = {*REQUIRED, *CBC, *BEADS, *PER_SPECIMEN, "units", "decimal"}  # the columns read
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # C0 controls but tab, and DEL
+
+
+def _printable(text: str) -> str:
+    """``text`` with its control characters escaped (\\x00), for messages and errors.csv."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _shown(value: Any) -> str:

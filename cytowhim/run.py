@@ -7,8 +7,10 @@ run in a process pool later; :func:`run_manifest` assembles the population table
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import stat
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from .executors import DASK_CONNECT_TIMEOUT, _one_line, run_tasks
 from .labels import ascii_name
 from .manifest import CBC, read_manifest
 from .panels import Panels
@@ -48,6 +51,22 @@ COLUMNS = [
     "reference_band",
     "reference_source",
 ]
+
+__all__ = [
+    "COLUMNS",
+    "DASK_CONNECT_TIMEOUT",
+    "RATIOS",
+    "RunResult",
+    "TubeOutcome",
+    "TubeTask",
+    "gate_tube",
+    "not_a_regular_file",
+    "printed_table",
+    "run_manifest",
+    "write_run",
+]
+
+log = logging.getLogger(__name__)
 
 #: Ratios reported per tube: name -> (numerator population, denominator population).
 RATIOS = {"CD4/CD8 ratio": ("CD4+ T cells", "CD8+ T cells")}
@@ -116,6 +135,7 @@ class TubeOutcome:
     file_sha256: str = ""
     error: str | None = None
     failed: dict[str, str] = field(default_factory=dict)  # population -> why it was not gated
+    traceback: str = ""  # of an unexpected error (a bug), for --debug
 
 
 _PANELS: dict[tuple, Panels] = {}
@@ -137,9 +157,17 @@ def gate_tube(task: TubeTask) -> TubeOutcome:
     from .fcs import read_fcs
     from .panels import PanelError
 
-    try:
+    try:  # an exception other than these is the executor's failure (e.g. a broken install)
         panels = _panels_for(task)
         strategy = panels.strategy(task.tube)
+    except (FCSError, GatingError, PanelError) as exc:
+        return TubeOutcome(task, error=str(exc))
+    except OSError as exc:
+        return TubeOutcome(task, error=f"{exc.filename or task.panels}: {exc.strerror or exc}")
+    problem = not_a_regular_file(task.file)
+    if problem:  # a FIFO would block read_fcs forever
+        return TubeOutcome(task, error=problem)
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # recorded in result.notes instead
             sample = read_fcs(task.file)
@@ -148,6 +176,17 @@ def gate_tube(task: TubeTask) -> TubeOutcome:
         return TubeOutcome(task, error=str(exc))
     except OSError as exc:
         return TubeOutcome(task, error=f"{task.file}: {exc.strerror or exc}")
+    except (MemoryError, RecursionError) as exc:
+        return TubeOutcome(task, error=f"{task.file}: cannot be gated ({_one_line(exc)})")
+    except Exception as exc:  # a bug met on this file: the other files are still gated
+        import traceback
+
+        return TubeOutcome(
+            task,
+            error=f"{task.file}: cannot be gated ({_one_line(exc)}): an error in cytowhim; "
+            "please report it with this line (cytowhim --debug run ... shows the traceback)",
+            traceback=traceback.format_exc(),
+        )
     stats = result.stats()
     counts = dict(zip(stats["name"], stats["count"]))
     parent_pct = dict(zip(stats["name"], stats["percent_of_parent"]))
@@ -187,6 +226,31 @@ def gate_tube(task: TubeTask) -> TubeOutcome:
     )
 
 
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def not_a_regular_file(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not read as an FCS file (one line naming it), or None for a regular file
+    (links followed). Only regular files are opened: reading a FIFO or a device blocks or never
+    ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    except ValueError as exc:  # an embedded NUL
+        return f"{str(path)!r}: {exc}"
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _KINDS if test(mode)), "not a file")
+    return f"{path}: not a regular file ({kind}); give the FCS file itself"
+
+
 def _nesting(strategy, result, name: str, base: str, counts: dict) -> tuple[bool, float]:
     """(whether the population lies inside its base, its events inside the base): nested when
     the base is the population or one of its ancestors, or when every event of it is inside the
@@ -208,30 +272,20 @@ def _gate_all(
     tasks: list[TubeTask], jobs: int, progress, scheduler: str | None = None
 ) -> list[TubeOutcome]:
     """Gate tubes in ``jobs`` worker processes (1: in this process), or on the Dask distributed
-    cluster at ``scheduler``; results in task order."""
-    if scheduler is not None:
-        return _gate_on_dask(tasks, scheduler, progress)
-    if jobs <= 1 or len(tasks) <= 1:
-        out = []
-        for t in tasks:
-            out.append(gate_tube(t))
-            if progress:
-                progress(Path(t.file).name)
-        return out
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    cluster at ``scheduler``; results in task order (see :mod:`cytowhim.executors`)."""
+    out: list[TubeOutcome | None] = [None] * len(tasks)
 
-    # spawn, not fork: a forked child inherits locks held by this process's threads (BLAS,
-    # logging) and can hang on them
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [pool.submit(gate_tube, t) for t in tasks]
-        out = []
-        for t, f in zip(tasks, futures):
-            out.append(f.result())
-            if progress:
-                progress(Path(t.file).name)
-        return out
+    def done(i: int, outcome: TubeOutcome) -> None:
+        out[i] = outcome
+        if progress:
+            progress(Path(tasks[i].file).name)
+
+    run_tasks(gate_tube, tasks, done, jobs, scheduler, describe=_file_of)
+    return out  # type: ignore[return-value]
+
+
+def _file_of(task: TubeTask) -> str:
+    return str(task.file)
 
 
 def _inputs_key(spec_tubes: pd.DataFrame, panels: Panels, qc_rules, reference, hashes) -> str:
@@ -264,71 +318,10 @@ def _inputs_key(spec_tubes: pd.DataFrame, panels: Panels, qc_rules, reference, h
     return text_sha256(json.dumps(doc, sort_keys=True, default=str))
 
 
-#: Seconds to wait for a Dask scheduler before giving up (distributed's default is 30 s).
-DASK_CONNECT_TIMEOUT = 10
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _gate_on_dask(tasks: list[TubeTask], scheduler: str, progress) -> list[TubeOutcome]:
-    """The same pure gate_tube calls on a Dask distributed cluster (``--executor dask``); the
-    files and strategy paths must be readable from the workers.
-
-    Raises :class:`~cytowhim.errors.ExecutorError` (one line naming the scheduler and what to do)
-    when dask.distributed is missing, the address is not one, the scheduler cannot be reached
-    within :data:`DASK_CONNECT_TIMEOUT` seconds, or the cluster fails while gating."""
-    from .errors import ExecutorError
-
-    if not scheduler or not str(scheduler).strip():
-        # Client("") would quietly start a local cluster
-        raise ExecutorError("--executor dask needs a scheduler address, e.g. tcp://10.0.0.5:8786")
-    try:
-        from distributed import Client, as_completed
-        from distributed.comm import get_address_host_port, parse_address
-    except ImportError:
-        raise ExecutorError(
-            f"cannot use the Dask scheduler {scheduler}: dask.distributed is not installed; "
-            "pip install 'cytowhim[dask]' (or run without --executor dask)"
-        ) from None
-    try:
-        # checked before Client(): a Client that fails on a malformed address hangs for 20 s
-        # in its finaliser when the interpreter exits
-        if parse_address(scheduler)[0] != "inproc":
-            get_address_host_port(scheduler)
-        client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT, set_as_default=False)
-    except ValueError as exc:
-        raise ExecutorError(
-            f"{scheduler!r} is not a Dask scheduler address ({' '.join(str(exc).split())}): "
-            "give it as tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786"
-        ) from None
-    except (OSError, TimeoutError) as exc:
-        raise ExecutorError(
-            f"cannot reach the Dask scheduler at {scheduler} within {DASK_CONNECT_TIMEOUT} s "
-            f"({_one_line(exc)}): check the address and that the scheduler is running "
-            "('dask scheduler') and reachable from this machine"
-        ) from None
-    current = None
-    try:
-        with client:
-            futures = client.map(gate_tube, tasks, pure=False)
-            index = {f.key: i for i, f in enumerate(futures)}
-            out: list[TubeOutcome | None] = [None] * len(tasks)
-            for future in as_completed(futures, loop=client.loop):
-                i = current = index[future.key]
-                out[i] = future.result()  # gate_tube returns its own failures
-                if progress:
-                    progress(Path(tasks[i].file).name)
-    except Exception as exc:  # the cluster, not gate_tube: lost workers, scheduler gone, imports
-        where = f" while gating {tasks[current].file}" if current is not None else ""
-        raise ExecutorError(
-            f"the Dask cluster at {scheduler} failed{where} ({_one_line(exc)}): check that the "
-            "scheduler and workers are running, that the workers have cytowhim installed "
-            "(pip install 'cytowhim[dask]') and can read the FCS and strategy files"
-        ) from exc
-    return out  # type: ignore[return-value]
+    """:func:`gate_tube` of every task on the Dask cluster at ``scheduler`` (results in task
+    order); :class:`~cytowhim.errors.ExecutorError` as :func:`cytowhim.executors.on_dask`."""
+    return _gate_all(tasks, 1, progress, scheduler)
 
 
 def run_manifest(
@@ -346,101 +339,224 @@ def run_manifest(
     decimal: str | None = None,
 ) -> RunResult:
     """Gate, count, check and flag every usable tube of a manifest; failures are collected, never
-    raised, so one broken file or CBC row leaves the rest of the run intact. ``jobs`` worker
-    processes gate the files; this process assembles the results.
+    raised, so one broken file, CBC row or specimen leaves the rest of the run intact. ``jobs``
+    worker processes gate the files (they die with this process, see
+    :mod:`cytowhim.executors`); this process assembles the results.
 
-    With ``out``, each specimen whose tubes all succeeded is written as a complete part file
-    (``out/parts``, atomically) keyed by the content hash of its inputs, and a rerun reuses valid
-    parts: after an interruption only what is missing or changed is redone. ``reporting``
-    (:class:`~cytowhim.reporting.ReportingRules`): the CBC's CVs, limit of quantitation and
-    rounding of the reported values. ``units`` and ``decimal``: the manifest's CBC unit where it
-    states none, and its decimal separator (see :func:`~cytowhim.manifest.read_manifest`)."""
+    With ``out``, the run holds the lock of the folder (:func:`cytowhim.batch_lock.output_lock`;
+    :class:`~cytowhim.errors.OutputInUseError` if another run holds it), removes the temporary
+    files of an interrupted run and ``out/run.json`` (the mark of a complete run, written last
+    by :func:`write_run`), and writes each specimen whose tubes all succeeded as a complete part
+    file (``out/parts``, atomically) as soon as its last tube is gated, keyed by the content hash
+    of its inputs; a rerun reuses valid parts. A kill loses at most the specimens in flight, and
+    the rerun ends with the same outputs as an uninterrupted run. A part that cannot be written
+    (disk full) raises :class:`~cytowhim.errors.OutputError`; the finished parts are kept.
+
+    ``reporting`` (:class:`~cytowhim.reporting.ReportingRules`): the CBC's CVs, limit of
+    quantitation and rounding of the reported values. ``units`` and ``decimal``: the manifest's
+    CBC unit where it states none, and its decimal separator (see
+    :func:`~cytowhim.manifest.read_manifest`). ValueError for ``jobs`` < 1;
+    :class:`~cytowhim.manifest.ManifestError` when the manifest cannot be used at all."""
     from .qc import QCRules
     from .reference import ReferenceIntervals
     from .reporting import ReportingRules
-    from .store import file_sha256, part_is_valid, part_path, read_part
 
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs={jobs!r}: give the number of worker processes, a whole number >= 1")
     panels = panels or Panels.load()
     qc_rules = qc_rules or QCRules()
     reporting = reporting or ReportingRules()
     reference = reference or ReferenceIntervals.bundled()
     tubes, problems = read_manifest(manifest, units=units, decimal=decimal)
-    errors = [str(p) for p in problems]
-    notes: list[str] = []
-    parts_dir = Path(out) / "parts" if out is not None else None
-    sha: dict[str, str] = {}
+    batch = _Batch(panels, (qc_rules, reporting), reference, out, save_events)
+    if out is None:
+        return batch.run(tubes, problems, progress, jobs, scheduler)
+    from .batch_lock import clean_stale_temporaries, output_lock
 
-    def hashes(path) -> str:
+    with output_lock(out):
+        clean_stale_temporaries(out)
+        try:
+            (Path(out) / "run.json").unlink(missing_ok=True)  # not a complete run until the end
+        except OSError as exc:
+            raise _output_error(exc, Path(out) / "run.json") from exc
+        return batch.run(tubes, problems, progress, jobs, scheduler)
+
+
+def _output_error(exc: OSError, path: Path):
+    """One line for an output that cannot be written: the file (its final name, not the
+    temporary one), why, and that the same command resumes."""
+    from .batch_lock import TEMPORARY
+    from .errors import OutputError
+
+    where = Path(exc.filename) if isinstance(exc.filename, str) else Path(path)
+    if TEMPORARY.fullmatch(where.name):  # .NAME.<hex>.tmp -> NAME
+        where = where.with_name(where.name[1:].rsplit(".", 2)[0])
+    return OutputError(
+        f"{where}: cannot be written ({exc.strerror or _one_line(exc)}); the specimens already "
+        "finished are kept: fix the output folder (space, permissions) and rerun the same "
+        "command to resume"
+    )
+
+
+@dataclass
+class _Specimen:
+    """What one specimen gave: its tube records (None: none could be counted) and error lines."""
+
+    records: list | None
+    errors: list[str]
+
+
+class _Batch:
+    """One run_manifest call: the configuration, the files' hashes, the parts folder."""
+
+    def __init__(self, panels, rules, reference, out, save_events: bool) -> None:
+        self.panels, self.rules, self.reference = panels, rules, reference
+        self.out = Path(out) if out is not None else None
+        self.parts = self.out / "parts" if self.out is not None else None
+        self.save_events = save_events
+        self.sha: dict[str, str] = {}
+
+    def hashes(self, path) -> str:
+        from .store import file_sha256
+
         key = str(path)
-        if key not in sha:
-            try:
-                sha[key] = file_sha256(path)
-            except OSError:
-                sha[key] = "missing"
-        return sha[key]
+        if key not in self.sha:
+            if not_a_regular_file(path):
+                self.sha[key] = "missing"  # never opened: a FIFO would block
+            else:
+                try:
+                    self.sha[key] = file_sha256(path)
+                except OSError:
+                    self.sha[key] = "missing"
+        return self.sha[key]
 
-    groups = list(tubes.groupby("specimen", sort=False))
-    keys, reused = {}, {}
-    if parts_dir is not None:
-        for spec, spec_tubes in groups:
-            path = part_path(parts_dir, spec)
-            if not path.is_file():
-                continue  # nothing to reuse: its files are hashed while they are gated
-            keys[spec] = _inputs_key(spec_tubes, panels, (qc_rules, reporting), reference, hashes)
-            if part_is_valid(path, keys[spec]):
-                reused[spec] = read_part(path)[1]
-    overrides = tuple(sorted((t, str(p)) for t, p in panels.strategies.items()))
-    todo = tubes[~tubes.specimen.isin(reused)]
-    tasks = [
-        TubeTask(
-            r["file"],
-            r["tube"],
-            panels.source,
-            overrides,
-            save_events,
-            tuple(sorted(panels.markers_for(r["tube"]).items())),
-        )
-        for r in todo.to_dict("records")
-    ]
-    outcomes = dict(zip(todo.index, _gate_all(tasks, jobs, progress, scheduler)))
-    for outcome in outcomes.values():
-        if outcome.file_sha256:
-            sha[str(outcome.task.file)] = outcome.file_sha256
-    tables, flags, done = [], [], []
-    for spec, spec_tubes in groups:
-        if spec in reused:
-            records = reused[spec]
-        else:
-            records = _specimen_records(
-                spec_tubes,
-                [outcomes[i] for i in spec_tubes.index],
-                panels,
-                (qc_rules, reporting),
-                reference,
-                errors,
-                hashes,
-            )
-            if records is None:
+    def key(self, spec_tubes: pd.DataFrame) -> str:
+        return _inputs_key(spec_tubes, self.panels, self.rules, self.reference, self.hashes)
+
+    def run(self, tubes, problems, progress, jobs, scheduler) -> RunResult:
+        groups = dict(list(tubes.groupby("specimen", sort=False)))
+        done: dict[str, _Specimen] = {}
+        if self.parts is not None:
+            for spec, spec_tubes in groups.items():
+                reused = self.reuse(spec, spec_tubes)
+                if reused is not None:
+                    done[spec] = reused
+        overrides = tuple(sorted((t, str(p)) for t, p in self.panels.strategies.items()))
+        tasks, owner = [], []
+        for spec, spec_tubes in groups.items():
+            if spec in done:
                 continue
-            if parts_dir is not None and len(records) == len(spec_tubes):
-                from .store import write_part
-
-                key = keys.get(spec) or _inputs_key(
-                    spec_tubes, panels, (qc_rules, reporting), reference, hashes
+            for i, r in zip(spec_tubes.index, spec_tubes.to_dict("records")):
+                markers = tuple(sorted(self.panels.markers_for(r["tube"]).items()))
+                tasks.append(
+                    TubeTask(
+                        r["file"],
+                        r["tube"],
+                        self.panels.source,
+                        overrides,
+                        self.save_events,
+                        markers,
+                    )
                 )
-                write_part(part_path(parts_dir, spec), spec, records, key)
-        if parts_dir is not None and len(records) == len(spec_tubes):
-            done.append(spec)
-        for r in records:
-            tables.append(r.table)
-            flags.extend(r.qc_flags)
-            notes.extend(r.notes)
-    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
-    if parts_dir is not None and done:
-        from .store import assemble
+                owner.append((spec, i))
+        waiting = {spec: len(groups[spec]) for spec, _ in owner}
+        outcomes: dict[Any, TubeOutcome] = {}
 
-        assemble(parts_dir, Path(out) / "results.h5", specimens=done)
-    return RunResult(table[COLUMNS], flags, errors, notes, reporting)
+        def finished(k: int, outcome: TubeOutcome) -> None:
+            spec, i = owner[k]
+            outcomes[i] = outcome
+            if outcome.traceback:
+                log.debug("%s: %s", outcome.task.file, outcome.traceback)
+            if progress:
+                progress(Path(outcome.task.file).name)
+            waiting[spec] -= 1
+            if not waiting[spec]:  # its last tube: count it and write its part now
+                spec_tubes = groups[spec]
+                done[spec] = self.finish(
+                    spec, spec_tubes, [outcomes.pop(j) for j in spec_tubes.index]
+                )
+
+        run_tasks(gate_tube, tasks, finished, jobs, scheduler, describe=_file_of)
+        return self.result(groups, done, problems)
+
+    def reuse(self, spec: str, spec_tubes: pd.DataFrame) -> _Specimen | None:
+        """The specimen's valid part (written for these very inputs), else None."""
+        from .store import part_path, read_part, read_part_errors
+
+        path = part_path(self.parts, spec)
+        if not path.is_file():
+            return None  # nothing to reuse: its files are hashed while they are gated
+        key = self.key(spec_tubes)
+        try:
+            stored, records = read_part(path)
+            errors = read_part_errors(path)
+        except Exception:  # damaged: h5py raises OSError, KeyError, ValueError ...
+            return None
+        if stored != key or errors is None or [r.specimen for r in records[:1]] != [spec]:
+            return None
+        for r in records:
+            r.membership = None  # in the part; not needed here
+        return _Specimen(records, errors)
+
+    def finish(self, spec: str, spec_tubes: pd.DataFrame, outcomes: list) -> _Specimen:
+        """Count, check and flag one specimen whose tubes are all gated; write its part."""
+        errors: list[str] = []
+        try:
+            records = _specimen_records(
+                spec_tubes, outcomes, self.panels, self.rules, self.reference, errors, self.hashes
+            )
+        except Exception as exc:  # a bug met on this specimen: the others are still counted
+            log.debug("specimen %s", spec, exc_info=True)
+            errors.append(
+                f"specimen {spec}: cannot be counted ({_one_line(exc)}): an error in "
+                "cytowhim; please report it with this line"
+            )
+            return _Specimen(None, errors)
+        if records and self.parts is not None and len(records) == len(spec_tubes):
+            from .store import part_path, write_part
+
+            path = part_path(self.parts, spec)
+            try:
+                write_part(path, spec, records, self.key(spec_tubes), errors)
+            except OSError as exc:  # disk full, folder gone: the run cannot go on
+                raise _output_error(exc, path) from exc
+            except Exception as exc:
+                log.debug("specimen %s", spec, exc_info=True)
+                errors.append(f"specimen {spec}: its results cannot be stored ({_one_line(exc)})")
+                return _Specimen(None, errors)
+            for r in records:
+                r.membership = None  # in the part now: not kept in memory
+        return _Specimen(records, errors)
+
+    def result(self, groups: dict, done: dict, problems) -> RunResult:
+        """The run's table, flags, errors and notes, in manifest order whatever order the
+        specimens finished in (or were reused); ``results.h5`` from the complete ones."""
+        errors = [str(p) for p in problems]
+        tables, flags, notes, complete = [], [], [], []
+        for spec, spec_tubes in groups.items():
+            specimen = done[spec]
+            errors.extend(specimen.errors)
+            if specimen.records is None:
+                continue
+            if len(specimen.records) == len(spec_tubes):
+                complete.append(spec)
+            for r in specimen.records:
+                tables.append(r.table)
+                flags.extend(r.qc_flags)
+                notes.extend(r.notes)
+        table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
+        if self.parts is not None:
+            from .store import assemble
+
+            results = self.out / "results.h5"
+            try:
+                if complete:
+                    assemble(self.parts, results, specimens=complete)
+                else:  # none to assemble: no stale results from an earlier run
+                    results.unlink(missing_ok=True)
+            except OSError as exc:
+                raise _output_error(exc, results) from exc
+        return RunResult(table[COLUMNS], flags, errors, notes, self.rules[1])
 
 
 def _specimen_records(spec_tubes, outcomes, panels, rules, reference, errors, hashes):
@@ -645,29 +761,57 @@ def write_run(
 ) -> Path:
     """DIR/populations.csv, DIR/qc_flags.csv, (when something failed) DIR/errors.csv, and
     DIR/run.json naming the manifest, panel file and strategies (for ``cytowhim report``).
-    The CSV files are UTF-8 with a byte-order mark (Excel opens them with the right encoding)."""
+    The CSV files are UTF-8 with a byte-order mark (Excel opens them with the right encoding).
+
+    Each file is written to a temporary name and renamed into place (never half-written), under
+    the folder's lock (:func:`cytowhim.batch_lock.output_lock`), and ``run.json`` last: it marks
+    the folder as holding one complete run. :class:`~cytowhim.errors.OutputError` (one line) when
+    a file cannot be written."""
     import json
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if manifest is not None:
-        info = {"manifest": str(Path(manifest).resolve())}
-        if panels is not None:
-            info["panels"] = str(Path(panels.source).resolve()) if panels.source else ""
-            info["strategies"] = {t: str(Path(p).resolve()) for t, p in panels.strategies.items()}
-            if panels.extra_markers:  # --markers FILE, for cytowhim report's regating
-                info["markers"] = dict(panels.extra_markers)
-        (out / "run.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
-    # UTF-8 with a BOM, so Excel shows µ and other non-ASCII text as written
-    result.printed().to_csv(out / "populations.csv", index=False, encoding="utf-8-sig")
+    from .batch_lock import output_lock
     from .store import QC_COLUMNS
 
-    # with no flag, still a header (an empty file is not a CSV table)
-    flags = pd.DataFrame(result.flags) if result.flags else pd.DataFrame(columns=list(QC_COLUMNS))
-    flags.to_csv(out / "qc_flags.csv", index=False, encoding="utf-8-sig")
-    errors = out / "errors.csv"
-    if result.errors:
-        pd.DataFrame({"error": result.errors}).to_csv(errors, index=False, encoding="utf-8-sig")
-    elif errors.exists():
-        errors.unlink()
+    out = Path(out)
+    with output_lock(out):
+        try:
+            _write_csv(result.printed(), out / "populations.csv")
+            # with no flag, still a header (an empty file is not a CSV table)
+            flags = pd.DataFrame(result.flags) if result.flags else pd.DataFrame(columns=QC_COLUMNS)
+            _write_csv(flags, out / "qc_flags.csv")
+            if result.errors:
+                _write_csv(pd.DataFrame({"error": result.errors}), out / "errors.csv")
+            else:
+                (out / "errors.csv").unlink(missing_ok=True)
+            if manifest is not None:
+                info = {"manifest": str(Path(manifest).resolve())}
+                if panels is not None:
+                    info["panels"] = str(Path(panels.source).resolve()) if panels.source else ""
+                    info["strategies"] = {
+                        t: str(Path(p).resolve()) for t, p in panels.strategies.items()
+                    }
+                    if panels.extra_markers:  # --markers FILE, for cytowhim report's regating
+                        info["markers"] = dict(panels.extra_markers)
+                text = json.dumps(info, indent=2, ensure_ascii=False) + "\n"
+                _write_bytes(text.encode("utf-8"), out / "run.json")
+        except OSError as exc:
+            raise _output_error(exc, out) from exc
     return out / "populations.csv"
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """``frame`` as UTF-8 CSV with a BOM (so Excel shows µ and other non-ASCII text as
+    written), no text cell a spreadsheet would run as a formula
+    (:func:`~cytowhim.spreadsheet.spreadsheet_safe`), atomically."""
+    from .spreadsheet import spreadsheet_safe
+    from .store import atomic_path
+
+    with atomic_path(path) as tmp:
+        spreadsheet_safe(frame).to_csv(tmp, index=False, encoding="utf-8-sig")
+
+
+def _write_bytes(data: bytes, path: Path) -> None:
+    from .store import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)

@@ -1,8 +1,11 @@
 """Run results in HDF5: one part file per specimen, assembled into one results file.
 
-A part (``DIR/parts/<specimen>.h5``, see :func:`part_path`) holds everything one specimen's tubes
-produced, with the content hashes of the inputs (``inputs_key``) so a rerun can tell whether it
-is still valid (:func:`part_is_valid`). Parts and ``DIR/results.h5`` (:func:`assemble`) are
+A part (``DIR/parts/<hash>-<ascii>.h5``, see :func:`part_path`: a name built from a hash of the
+specimen id, at most 52 ASCII characters whatever the id; the id itself is stored
+inside) holds everything one specimen's tubes produced, with the content hashes of the inputs
+(``inputs_key``) so a rerun can tell whether it is still valid (:func:`part_is_valid`), and the
+error lines the specimen gave (:func:`read_part_errors`: populations that were not gated), so a
+rerun that reuses the part reports them as the first run did. Parts and ``DIR/results.h5`` (:func:`assemble`) are
 written to a temporary name in the same folder, flushed, fsync'd and ``os.replace``'d into
 place: an interrupted write never leaves a partial file under the final name.
 
@@ -12,6 +15,7 @@ Layout of a part (``S`` = a specimen group, the root of a part file)::
                                                cytowhim_version, written_utc
     S/specimen                          group; attrs: specimen, patient, timepoint, inputs_key,
                                                cytowhim_version, written_utc
+    S/specimen/errors                   1-D UTF-8 strings: the specimen's error lines (errors.csv)
     S/tubes                             group; attrs: tubes (tube names, in order)
     S/tubes/<tube>                      group; attrs: tube (the real name)
     S/tubes/<tube>/populations          table (below): that tube's population rows
@@ -56,7 +60,7 @@ import dataclasses
 import hashlib
 import json
 import os
-import urllib.parse
+import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -83,6 +87,7 @@ __all__ = [
     "part_is_valid",
     "part_path",
     "read_part",
+    "read_part_errors",
     "read_results",
     "text_sha256",
     "write_part",
@@ -168,13 +173,18 @@ def text_sha256(text: str) -> str:
 
 
 def part_path(parts_dir: str | os.PathLike, specimen: str) -> Path:
-    """``parts_dir/<specimen>.h5`` with the name made safe for any file system (percent-encoded)."""
+    """``parts_dir/<hash>-<ascii>.h5`` for a specimen: the first 24 hex digits of the SHA-256 of
+    its id (UTF-8), then up to 24 of its ASCII letters, digits, '-' and '_' for people to read.
+
+    The name never depends on the length or the bytes of the id beyond that (a 300-character or
+    a CJK id gives a name of the same form, at most 52 ASCII characters), cannot start with '.',
+    and ids differing only in case or in characters left out get different names; the id itself
+    is stored inside the part."""
     if not specimen:
         raise ValueError("part_path: empty specimen name")
-    name = urllib.parse.quote(specimen, safe=" -_.+()=,@")
-    if name.startswith("."):
-        name = "%2E" + name[1:]
-    return Path(parts_dir) / f"{name}.h5"
+    digest = hashlib.sha256(str(specimen).encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    readable = re.sub(r"[^A-Za-z0-9_-]+", "_", str(specimen))[:24].strip("_")
+    return Path(parts_dir) / (f"{digest}-{readable}.h5" if readable else f"{digest}.h5")
 
 
 @contextlib.contextmanager
@@ -466,18 +476,27 @@ def _stamp(f: h5py.File, fmt: str, when: str) -> None:
 
 
 def write_part(
-    path: str | os.PathLike, specimen: str, records: Sequence[TubeRecord], inputs_key: str
+    path: str | os.PathLike,
+    specimen: str,
+    records: Sequence[TubeRecord],
+    inputs_key: str,
+    errors: Sequence[str] = (),
 ) -> None:
     """Write one specimen's records as a self-contained part file, atomically.
 
     ``inputs_key`` identifies the inputs (e.g. :func:`text_sha256` of the files' and strategies'
-    hashes); :func:`part_is_valid` compares it on a rerun. Raises ValueError for records of
-    another specimen, repeated tubes, or memberships whose length is not ``n_events``.
+    hashes); :func:`part_is_valid` compares it on a rerun. ``errors``: the specimen's error lines
+    (e.g. populations that were not gated), read back by :func:`read_part_errors`. Raises
+    ValueError for records of another specimen, repeated tubes, or memberships whose length is
+    not ``n_events``.
     """
     when = _utc_now()
     with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True) as f:
         _stamp(f, PART_FORMAT, when)
         _write_specimen(f, specimen, records, inputs_key, when)
+        f["specimen"].create_dataset(
+            "errors", data=np.array([str(e) for e in errors], dtype=object), dtype=_STR
+        )
         f.flush()
 
 
@@ -487,6 +506,16 @@ def read_part(path: str | os.PathLike) -> tuple[str, list[TubeRecord]]:
         _check_format(f, PART_FORMAT, path)
         spec, records = _read_specimen(f)
     return spec["inputs_key"], records
+
+
+def read_part_errors(path: str | os.PathLike) -> list[str] | None:
+    """The error lines stored with a part (see :func:`write_part`); None for a part written
+    before they were stored. :class:`StoreError` if ``path`` is not a part."""
+    with h5py.File(path, "r") as f:
+        _check_format(f, PART_FORMAT, path)
+        if "errors" not in f["specimen"]:
+            return None
+        return [str(e) for e in f["specimen"]["errors"].asstr()[()]]
 
 
 def part_is_valid(path: str | os.PathLike, inputs_key: str) -> bool:

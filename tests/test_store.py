@@ -20,6 +20,7 @@ from cytowhim.store import (
     part_is_valid,
     part_path,
     read_part,
+    read_part_errors,
     read_results,
     text_sha256,
     write_part,
@@ -387,6 +388,37 @@ def test_part_path_is_safe_and_distinct(tmp_path):
     assert len(set(paths)) == len(names)
     for p in paths:
         assert p.parent == tmp_path and p.suffix == ".h5" and not p.name.startswith(".")
-    assert part_path(tmp_path, "S-001") == tmp_path / "S-001.h5"
+    digest = hashlib.sha256(b"S-001").hexdigest()[:24]
+    assert part_path(tmp_path, "S-001") == tmp_path / f"{digest}-S-001.h5"
     with pytest.raises(ValueError):
         part_path(tmp_path, "")
+
+
+@pytest.mark.parametrize(
+    "specimen",
+    ["X" * 300, "\u60a3\u8005" * 25, "\U0001f9ea" * 80, "a" * 5000, "/", "CON", "\u00e9" * 200],
+)
+def test_part_names_do_not_depend_on_the_length_or_bytes_of_the_id(tmp_path, specimen):
+    """Issue 13: a 300-character id (or 50 CJK characters) made a file name over 255 bytes and
+    h5py failed 'name too long', losing the batch. Names are a hash, the id is stored inside."""
+    path = part_path(tmp_path, specimen)
+    assert path.parent == tmp_path and len(path.name) <= 52 and path.name.isascii()
+    assert not path.name.startswith(".")
+    write_part(path, specimen, [make_record(specimen, "T")], "k", errors=["one", "two"])
+    key, records = read_part(path)
+    assert key == "k" and records[0].specimen == specimen
+    assert read_part_errors(path) == ["one", "two"]
+
+
+def test_ids_differing_in_case_or_left_out_characters_get_different_parts(tmp_path):
+    names = ["S1", "s1", "S 1", "S_1", "S\u00b51", "S\u03bc1", "S-1", "S1 "]
+    assert len({part_path(tmp_path, n).name.lower() for n in names}) == len(names)
+
+
+def test_part_errors_round_trip_and_older_parts_have_none(tmp_path):
+    path = part_path(tmp_path, "S1")
+    write_part(path, "S1", [make_record("S1", "A")], "k")
+    assert read_part_errors(path) == []
+    with h5py.File(path, "a") as f:  # as written before errors were stored
+        del f["specimen/errors"]
+    assert read_part_errors(path) is None
