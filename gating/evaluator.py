@@ -159,13 +159,14 @@ class Evaluator:
         one (FCS samples decode $PnE/$PnG/$TIMESTEP there), else the events as they are."""
         col = self._raw.get(j)
         if col is None:
-            linear = getattr(self.sample, "linear_values", None)
-            if linear is not None:
-                col = np.ascontiguousarray(linear(j), dtype=np.float64)
-            else:
-                col = np.ascontiguousarray(self.events[:, j], dtype=np.float64)
-            self._raw[j] = col
+            col = self._raw[j] = self._linear(j)
         return col
+
+    def _linear(self, j: int) -> np.ndarray:
+        linear = getattr(self.sample, "linear_values", None)
+        if linear is not None:
+            return np.ascontiguousarray(linear(j), dtype=np.float64)
+        return np.ascontiguousarray(self.events[:, j], dtype=np.float64)
 
     # --- compensation ----------------------------------------------------------------------
 
@@ -203,10 +204,15 @@ class Evaluator:
                 self._comp[comp_id] = {}
                 return {}
             idx = [self.column(d) for d in comp.detectors]
-            raw = np.empty((self.n, len(idx)), dtype=np.float64)
-            for k, j in enumerate(idx):
-                raw[:, k] = self.raw(j)
-            out = np.asfortranarray(raw @ comp.unmixing())
+            raw = np.empty((self.n, len(idx)), dtype=np.float64, order="F")
+            for k, j in enumerate(idx):  # a detector's raw values are not kept as well
+                cached = self._raw.get(j)
+                raw[:, k] = cached if cached is not None else self._linear(j)
+            unmixing = comp.unmixing()
+            # column-major in and out, written in place: no transposed copy of the whole sample
+            out = np.empty((self.n, unmixing.shape[1]), dtype=np.float64, order="F")
+            np.matmul(raw, unmixing, out=out)
+            del raw
             done = self._comp[comp_id] = {f: out[:, k] for k, f in enumerate(comp.fluorochromes)}
         return done
 
@@ -289,6 +295,7 @@ class Evaluator:
         for d in dims:  # build any compensation here, so its notes land in this evaluator
             self.compensation(d.compensation)
         if self._own is None or self._own[0] != key:
+            self._own = None  # the previous parent's events go before this one's are copied
             own = np.arange(self.n) if parent is None else np.flatnonzero(parent)
             if own.size > FIT_EVENTS:
                 own = own[_draw(own.size, key)]
