@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .cli_db import add_compare_options
+from .cli_db import add_parsers as add_db_parsers
 
 
 def _error(message: str) -> None:
@@ -386,6 +388,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         # the manifest is read whole before anything is written: a manifest the run cannot
         # use leaves the output folder as it was
         total = len(read_manifest(args.manifest, units=args.units, decimal=args.decimal)[0])
+        db = run_info = None
+        if not args.no_db:
+            from .db import ResultsDB
+            from .db.from_run import run_info as make_run_info
+
+            db = ResultsDB(args.db)  # unreachable or unusable: one line, nothing gated yet
+            run_info = make_run_info(args.out, panels)
     except (CytowhimError, ValueError, OSError) as exc:
         return _failed(args, exc)
     try:
@@ -403,10 +412,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                 reporting=reporting,
                 units=args.units,
                 decimal=args.decimal,
+                db=db,
+                run_info=run_info,
             )
             path = write_run(result, args.out, manifest=args.manifest, panels=panels)
     except CytowhimError as exc:  # locked, disk full, Dask unreachable or failing, manifest gone
         return _failed(args, exc)
+    finally:
+        if db is not None:
+            db.close()
     for line in result.errors:
         _error(line)
     n_spec = result.table["specimen"].nunique() if len(result.table) else 0
@@ -414,6 +428,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{n_spec} specimens, {len(result.table)} population rows -> {path}"
         + (f"; {len(result.flags)} QC flags" if result.flags else "")
         + (f"; {len(result.errors)} inputs failed (errors.csv)" if result.errors else "")
+        + (f"; registered in {db.url}" if db is not None else "")
     )
     return 1 if result.errors else 0
 
@@ -421,6 +436,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare_folder, print_table
     from .errors import CytowhimError
+
+    if args.db:
+        if args.dir is not None:
+            _error("compare: give a run folder DIR or --db URL, not both")
+            return 2
+        from .cli_db import compare_db
+
+        return compare_db(args)
+    if args.dir is None:
+        _error("compare: give a run folder DIR (written by cytowhim run), or --db URL")
+        return 2
+    if args.patients or args.visits:
+        _error("compare: --patients and --visits choose a cohort from the database (--db URL)")
+        return 2
 
     try:
         comparison = compare_folder(
@@ -575,10 +604,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
     p.add_argument(
         "--preset",
-        choices=["whim-trial", "healthy", "realistic"],
+        choices=["whim-trial", "healthy", "realistic", "course", "controls"],
         default="whim-trial",
         help="realistic: --specimens specimens with real panels' spreads, continua, debris, extra "
-        "cell types, an analyzer CBC and occasional failed stains (default: whim-trial)",
+        "cell types, an analyzer CBC and occasional failed stains; course: one patient's 6-month "
+        "plerixafor course with draw and dose times; controls: --specimens days of control "
+        "material with lot.csv and a planted Westgard 2-2s (default: whim-trial)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
     p.add_argument(
@@ -669,6 +700,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="if another run is writing into DIR, wait for it to finish (default: refuse)",
     )
+    p.add_argument(
+        "--db",
+        metavar="URL",
+        help="register each finished specimen in this results database (default: $CYTOWHIM_DB, "
+        "else a SQLite file in the user's data directory; see cytowhim history)",
+    )
+    p.add_argument("--no-db", action="store_true", help="do not register in a results database")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress")
     _debug_flag(p, argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
@@ -681,10 +719,13 @@ def build_parser() -> argparse.ArgumentParser:
         "below/within/above it. Writes table1.csv, .md and .html; patients missing a timepoint "
         "are listed.",
     )
-    p.add_argument("dir", metavar="DIR", help="a folder written by cytowhim run")
+    p.add_argument(
+        "dir", nargs="?", metavar="DIR", help="a folder written by cytowhim run (or use --db)"
+    )
     p.add_argument("--baseline", required=True, metavar="A", help="baseline timepoint label")
     p.add_argument("--peak", required=True, metavar="B", help="peak timepoint label")
     p.add_argument("--out", "-o", metavar="DIR", help="where to write table1.* (default: DIR)")
+    add_compare_options(p)
     p.add_argument(
         "--panels",
         metavar="FILE",
@@ -701,6 +742,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare counts whose QC failed too (by default they are left out and listed)",
     )
     p.set_defaults(func=cmd_compare)
+    add_db_parsers(sub)
 
     p = sub.add_parser(
         "export",

@@ -36,7 +36,8 @@ def _figures(rows: pd.DataFrame, title: str) -> str:
     when = pd.to_datetime(rows["draw_time"])
     y = rows["absolute_per_uL"].to_numpy(dtype=float)
     dated = when.notna().to_numpy() & np.isfinite(y)
-    timed = dated & rows["hours_post_dose"].notna().to_numpy()
+    hours = pd.to_numeric(rows["hours_post_dose"], errors="coerce").to_numpy(dtype=float)
+    timed = dated & (np.abs(hours) <= 24)  # draws on a dosing day (not weeks after stopping)
     fig = Figure(figsize=(11, 3.4), dpi=100)
     axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     ax = axes[0]

@@ -24,7 +24,17 @@ Columns (header case does not matter; a unit may follow the name, ``ALC (x10^3/u
 - ``sex`` (optional): ``F``, ``M``, ``female``, ``male`` or empty (any case); ``U``, ``unknown``,
   ``X`` or ``other`` count as not given (general reference intervals apply).
 
-``age``, ``sex``, ``birth_date`` and ``draw_date`` are per specimen, like the CBC.
+- ``draw_time``, ``dose_time`` (optional, ISO 8601 ``YYYY-MM-DDTHH:MM``, seconds and a UTC
+  offset allowed, both with an offset or both without): when the blood was drawn and the dose
+  given; ``hours_post_dose`` (optional, may be negative before the dose) is computed from them
+  when not given, and must agree with them (within 3 minutes) when it is. ``draw_time`` gives
+  ``draw_date`` when that is not given, and must fall on it when it is. Times are kept as the
+  lab's wall clock (an offset is used for the arithmetic, then dropped).
+- ``visit`` (optional): a free label such as ``month 6``; ``control_lot`` (optional): the lot of
+  control material this specimen is (a control, not a patient; see :mod:`cytowhim.controls`).
+
+``age``, ``sex``, ``birth_date``, ``draw_date`` and the time, visit and control columns are per
+specimen, like the CBC.
 
 Units of the CBC, and their factors to cells/µL:
 
@@ -67,36 +77,50 @@ or a column given twice (``ALC`` and ``ALC (x10^3/uL)``).
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-import numbers
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .errors import CytowhimError
+from .manifest_file import CONTROL as _CONTROL
+from .manifest_file import ManifestError, read_rows
+from .manifest_values import (  # parse_number, parse_unit, age_in_years: also used from here
+    ACCEPTED_UNITS,
+    CELLS_PER_UL,
+    MAX_AGE,
+    Unit,
+    age_in_years,
+    cell_number,
+    cell_text,
+    parse_date,
+    parse_number,
+    parse_time,
+    parse_unit,
+)
+
+__all__ = [
+    "ACCEPTED_UNITS",
+    "COLUMNS",
+    "ManifestError",
+    "Problem",
+    "age_in_years",
+    "parse_number",
+    "parse_unit",
+    "read_manifest",
+    "read_table",
+]
 
 REQUIRED = ("file", "specimen", "patient", "timepoint", "tube")
 CBC = ("WBC", "ANC", "ALC", "AMC")
 BEADS = ("beads_per_tube", "volume_uL")
-PER_SPECIMEN = ("age", "sex", "birth_date", "draw_date")
-COLUMNS = (*REQUIRED, *CBC, *BEADS, "row", "age", "sex", "draw_date", "cbc_units")
-MAX_AGE = 130.0
-ACCEPTED_UNITS = (
-    "cells/uL (/uL, cells/µL, /mm3), x10^3/uL (10^3/uL, 10³/µL, K/uL, thousand/uL), "
-    "x10^9/L (10^9/L, G/L), cells/mL (/mL), x10^6/L (10^6/L)"
-)
-
-
-class ManifestError(CytowhimError, ValueError):
-    """The manifest itself cannot be used (missing file, missing columns, unreadable)."""
+TIMES = ("draw_time", "dose_time", "hours_post_dose", "visit", "control_lot")
+PER_SPECIMEN = ("age", "sex", "birth_date", "draw_date", *TIMES)
+COLUMNS = (*REQUIRED, *CBC, *BEADS, "row", "age", "sex", "draw_date", "cbc_units", *TIMES)
 
 
 @dataclass(frozen=True)
@@ -113,132 +137,6 @@ class Problem:
         col = f", column {self.column}" if self.column else ""
         spec = f" (specimen {self.specimen})" if self.specimen else ""
         return f"{self.manifest}: row {self.row}{spec}{col}: {self.message}"
-
-
-@dataclass(frozen=True)
-class Unit:
-    """A count unit: its short ASCII label and the factor that turns its values into cells/µL."""
-
-    label: str
-    factor: float
-
-
-CELLS_PER_UL = Unit("cells/uL", 1.0)
-_UNIT_FORMS = (  # matched against the text lower-cased, without spaces, µ as u, ³ as ^3
-    (re.compile(r"(cells?)?/(ul|mm\^?3)"), CELLS_PER_UL),
-    (re.compile(r"(x?10\^3|k|thousands?)(cells?)?/(ul|mm\^?3)"), Unit("x10^3/uL", 1000.0)),
-    (re.compile(r"x?10\^9(cells?)?/l"), Unit("x10^9/L", 1000.0)),
-    (re.compile(r"(cells?)?/ml"), Unit("cells/mL", 0.001)),
-    (re.compile(r"x?10\^6(cells?)?/l"), Unit("x10^6/L", 0.001)),
-)
-_GIGA_PER_L = ("G/L", "G/l", "Gpt/L", "Gpt/l")  # G/L, not g/L: grams per litre is no count
-_UNIT_SPELLINGS = str.maketrans({"µ": "u", "μ": "u", "×": "x", "*": "x", "³": "^3", "⁶": "^6"})
-
-
-def parse_unit(text: str) -> Unit | None:
-    """The count unit ``text`` states (a header's unit part or a ``units`` cell), None if blank.
-
-    ValueError, listing the accepted units, for anything else; never a guess."""
-    raw = _unbracket(str(text))
-    if not raw:
-        return None
-    key = re.sub(r"\s+", "", raw.translate(_UNIT_SPELLINGS).replace("⁹", "^9"))
-    if key in _GIGA_PER_L:
-        return Unit("x10^9/L", 1000.0)
-    for pattern, unit in _UNIT_FORMS:
-        if pattern.fullmatch(key.lower()):
-            return unit
-    raise ValueError(f"unit {raw!r} is not understood; accepted units: {ACCEPTED_UNITS}")
-
-
-_SPACES = str.maketrans({"\u00a0": " ", "\u2009": " ", "\u202f": " "})
-_NUMBER = re.compile(r"([+-]?)([0-9., ]*[0-9][0-9., ]*)([eE][+-]?[0-9]+)?")
-
-
-def parse_number(text: str, decimal: str | None = None) -> float:
-    """The number written in ``text``, ``decimal`` being the declared decimal separator.
-
-    ``decimal=None``: ``.`` is the decimal point and any comma is refused as ambiguous.
-    ``'.'``: a comma may only group thousands. ``','``: the comma is the decimal point and ``.``
-    may only group thousands. Spaces (also no-break and thin spaces) may group thousands in any
-    mode. Grouping must be correct: 1 to 3 leading digits (not starting with 0), then groups of
-    three. ValueError, saying what is wrong, for anything else: a string is read as the number it
-    writes in the declared convention or not at all."""
-    if decimal not in (None, ".", ","):
-        raise ValueError(f"decimal separator {decimal!r} is not '.' or ','")
-    match = _NUMBER.fullmatch(str(text).strip().translate(_SPACES))
-    if not match:
-        raise ValueError("is not a number")
-    sign, mantissa, exponent = match.groups()
-    if decimal is None and "," in mantissa:
-        raise ValueError(
-            "has an ambiguous comma (a decimal comma or a thousands separator?); declare the "
-            "decimal separator: a 'decimal' column (',' or '.') or --decimal , (read_manifest(..., decimal=','))"
-        )
-    point = decimal or "."
-    grouping = {" ", ","} if point == "." else {" ", "."}
-    whole, _, fraction = mantissa.partition(point)
-    if point in fraction:
-        raise ValueError(f"has more than one decimal separator {point!r}")
-    if point in mantissa and not (fraction.isdigit() and fraction.isascii()):
-        raise ValueError(f"needs digits (and nothing else) after the decimal separator {point!r}")
-    separators = set(whole) - set("0123456789")
-    if separators:
-        sep = separators.pop()
-        groups = whole.split(sep)
-        if (
-            separators
-            or sep not in grouping
-            or not re.fullmatch(r"[1-9][0-9]{0,2}", groups[0])
-            or not all(re.fullmatch(r"[0-9]{3}", g) for g in groups[1:])
-        ):
-            shown = "1,176 or 12,500.5" if point == "." else "1.176,5"
-            raise ValueError(
-                f"is not a number with decimal separator {point!r}: "
-                f"{' or '.join(map(repr, sorted(grouping)))} may only group thousands in threes "
-                f"(e.g. {shown} or 1 176)"
-            )
-        whole = "".join(groups)
-    if not whole and not fraction:
-        raise ValueError("is not a number")
-    return float(f"{sign}{whole or '0'}.{fraction or '0'}{exponent or ''}")
-
-
-def age_in_years(birth: date, draw: date) -> float:
-    """Age at ``draw`` in years: completed years plus the elapsed fraction of the current year of
-    life (calendar arithmetic; a 29 February birthday falls on 28 February in common years)."""
-    if draw < birth:
-        raise ValueError(f"draw date {draw} is before the birth date {birth}")
-    years = draw.year - birth.year
-    if _anniversary(birth, birth.year + years) > draw:
-        years -= 1
-    last = _anniversary(birth, birth.year + years)
-    following = _anniversary(birth, birth.year + years + 1)
-    return years + (draw - last).days / (following - last).days
-
-
-def _anniversary(birth: date, year: int) -> date:
-    try:
-        return birth.replace(year=year)
-    except ValueError:  # 29 February in a common year
-        return date(year, 2, 28)
-
-
-_ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?")
-
-
-def _parse_date(value: Any) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    match = _ISO_DATE.fullmatch(_text(value))
-    if match:
-        try:
-            return date(*map(int, match.groups()))
-        except ValueError:
-            pass
-    raise ValueError("is not a date in ISO 8601 form (YYYY-MM-DD)")
 
 
 _SEXES = {"": "", "f": "F", "female": "F", "m": "M", "male": "M"}
@@ -269,15 +167,8 @@ class _Column:
     unit_error: str = ""
 
 
-def _unbracket(text: str) -> str:
-    text = text.strip()
-    if len(text) >= 2 and text[0] in "([" and text[-1] in ")]":
-        text = text[1:-1].strip()
-    return text
-
-
 def _column(header: Any) -> _Column:
-    text = _text(header)
+    text = cell_text(header)
     cbc = _CBC_HEADER.fullmatch(text)
     if cbc:
         name = cbc.group(1).upper()
@@ -319,104 +210,13 @@ def _columns(header: list[Any], where: str) -> list[_Column]:
     return columns
 
 
-def _text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, datetime):
-        return value.isoformat(sep=" ")
-    if isinstance(value, date):
-        return value.isoformat()
-    return str(value).strip()
-
-
-def _number(value: Any, decimal: str | None) -> float:
-    """A cell as a number: workbook numbers as they are, text through :func:`parse_number`."""
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return float(value)
-    return parse_number(_text(value), decimal)
-
-
-def _grid(path: Path) -> Iterator[tuple[int, list[Any]]]:
-    """(row number, cells) of every row of the manifest's table: CSV line or spreadsheet row."""
-    suffix = path.suffix.lower()
-    if suffix in (".xlsx", ".xlsm"):
-        import openpyxl
-
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-        try:
-            yield from enumerate(
-                (list(r) for r in book.worksheets[0].iter_rows(min_row=1, values_only=True)), 1
-            )
-        finally:
-            book.close()
-        return
-    if suffix == ".xls":
-        frame = pd.read_excel(path, header=None, dtype=object)
-        yield from ((i + 1, list(r)) for i, r in enumerate(frame.itertuples(index=False)))
-        return
-    data = path.read_bytes()
-    if data.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
-        raise ManifestError(
-            f"{path}: this is a spreadsheet workbook, not a CSV text file; give it its .xlsx "
-            "(or .xls) name, or save it as CSV"
-        )
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        try:
-            text = data.decode("cp1252")  # Excel's "CSV" on Windows
-        except UnicodeDecodeError as exc:
-            raise ManifestError(
-                f"{path}: not a CSV text file (UTF-8 or Windows-1252) or an XLSX workbook: "
-                f"byte 0x{data[exc.start]:02x} at offset {exc.start} is not text"
-            ) from None
-    first = next(
-        (ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")), ""
-    )
-    delimiter = max((",", ";", "\t"), key=first.count)  # a tie (no ';' or tab) keeps ','
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    line = 1
-    for cells in reader:
-        if not (cells and cells[0].lstrip().startswith("#")):
-            yield line, cells
-        line = reader.line_num + 1
-
-
-def _read(path: str | os.PathLike) -> tuple[list[Any], list[tuple[int, list[Any]]]]:
-    """(header cells, [(row number, cells)]) without blank rows and comments; ManifestError if
-    the manifest is missing or unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        if path.exists():  # a folder, a FIFO (reading it would block), a device
-            raise ManifestError(f"{path}: the manifest is not a regular file")
-        raise ManifestError(f"{path}: manifest not found")
-    try:
-        rows = [(n, cells) for n, cells in _grid(path) if any(_text(c) for c in cells)]
-    except ImportError as exc:
-        raise ManifestError(f"{path}: reading spreadsheets needs openpyxl ({exc})") from None
-    except ManifestError:
-        raise
-    except Exception as exc:  # csv, zip, openpyxl and decoding errors of a broken file
-        raise ManifestError(
-            f"{path}: cannot read the manifest ({type(exc).__name__}: {exc})"
-        ) from None
-    if not rows:
-        raise ManifestError(f"{path}: the manifest is empty (no header row)")
-    if any(_CONTROL.search(_text(c)) for c in rows[0][1]):
-        raise ManifestError(
-            f"{path}: not a CSV or XLSX manifest: its first row holds binary data (control "
-            "characters), not column names"
-        )
-    return rows[0][1], rows[1:]
-
-
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """The manifest as a DataFrame of strings (CSV or XLSX); ManifestError if unreadable."""
-    header, rows = _read(path)
+    header, rows = read_rows(path)
     width = len(header)
     return pd.DataFrame(
-        [[_text(c) for c in (cells + [""] * width)[:width]] for _, cells in rows],
-        columns=[_text(h) for h in header],
+        [[cell_text(c) for c in (cells + [""] * width)[:width]] for _, cells in rows],
+        columns=[cell_text(h) for h in header],
     )
 
 
@@ -444,7 +244,7 @@ def read_manifest(
         raise ManifestError(f"{path}: read_manifest(units={units!r}): {exc}") from None
     if decimal not in (None, ".", ","):
         raise ManifestError(f"{path}: read_manifest(decimal={decimal!r}): use ',' or '.'")
-    header, table = _read(path)
+    header, table = read_rows(path)
     reader = _Reader(path, _columns(header, str(path)), default_unit, decimal)
     for row, cells in table:
         reader.read_row(row, cells)
@@ -506,9 +306,9 @@ class _Reader:
 
     def read_row(self, row: int, cells: list[Any]) -> None:
         rec = {c.key: cells[i] if i < len(cells) else None for i, c in enumerate(self.columns)}
-        spec = _text(rec["specimen"])
+        spec = cell_text(rec["specimen"])
         for cell, column in zip(cells, self.columns):
-            bad = _CONTROL.search(_text(cell)) if column.key in _USED else None
+            bad = _CONTROL.search(cell_text(cell)) if column.key in _USED else None
             if bad:  # a NUL truncates an id in C libraries (HDF5); escapes reach terminals
                 self.problems.append(
                     Problem(
@@ -516,18 +316,18 @@ class _Reader:
                         row,
                         column.header,
                         _printable(spec),
-                        f"'{_printable(_text(cell))}' holds the control character "
+                        f"'{_printable(cell_text(cell))}' holds the control character "
                         f"U+{ord(bad.group()):04X}{' (NUL)' if bad.group() == chr(0) else ''}; "
                         "cells are printable text",
                     )
                 )
                 self.bad.add(spec)
                 return
-        empty = [c for c in REQUIRED if not _text(rec[c])]
+        empty = [c for c in REQUIRED if not cell_text(rec[c])]
         if empty:
             self.report(row, empty[0], spec, f"{empty[0]} is empty")
             return
-        extra = [_text(c) for c in cells[len(self.columns) :] if _text(c)]
+        extra = [cell_text(c) for c in cells[len(self.columns) :] if cell_text(c)]
         if extra:
             self.report(
                 row,
@@ -540,38 +340,39 @@ class _Reader:
         if not self._once(row, spec, rec, cells):
             return
         decimal = self.decimal
-        if _text(rec.get("decimal")):
-            decimal = _DECIMALS.get(_text(rec["decimal"]).lower())
+        if cell_text(rec.get("decimal")):
+            decimal = _DECIMALS.get(cell_text(rec["decimal"]).lower())
             if decimal is None:
                 self.report(
-                    row, "decimal", spec, f"decimal={_text(rec['decimal'])!r} is not ',' or '.'"
+                    row, "decimal", spec, f"decimal={cell_text(rec['decimal'])!r} is not ',' or '.'"
                 )
                 return
         unit, unit_error = self.unit, ""
-        if _text(rec.get("units")):
+        if cell_text(rec.get("units")):
             try:
-                unit = parse_unit(_text(rec["units"]))
+                unit = parse_unit(cell_text(rec["units"]))
             except ValueError as exc:
                 unit_error = str(exc)
         for name in CBC:
-            if _text(rec.get(name)):
+            if cell_text(rec.get(name)):
                 self._cbc(row, spec, name, rec[name], decimal, unit, unit_error)
-        out: dict[str, Any] = {c: _text(rec[c]) for c in REQUIRED}
+        out: dict[str, Any] = {c: cell_text(rec[c]) for c in REQUIRED}
         file_path = Path(out["file"])
         out["file"] = str(file_path if file_path.is_absolute() else self.path.parent / file_path)
         out["row"] = row
         for b in BEADS:
             out[b] = math.nan
-            if _text(rec.get(b)):
-                shown = _text(rec[b])
+            if cell_text(rec.get(b)):
+                shown = cell_text(rec[b])
                 try:
-                    out[b] = _number(rec[b], decimal)
+                    out[b] = cell_number(rec[b], decimal)
                 except ValueError as exc:
                     self.report(row, b, spec, f"{b}={shown!r} {exc}")
                     continue
                 if not math.isfinite(out[b]) or out[b] < 0:
                     self.report(row, b, spec, f"{b}={shown!r}: must be a number >= 0")
         self._demographics(row, spec, rec, decimal)
+        self._times(row, spec, rec, decimal)
         self.rows.append(out)
 
     def _once(self, row: int, spec: str, rec: dict[str, Any], cells: list[Any]) -> bool:
@@ -579,8 +380,8 @@ class _Reader:
         one patient and timepoint. A row repeating an earlier one cell for cell is named and
         skipped (False; the specimen is kept); another row for the same tube, or a specimen id
         used for two patients or timepoints, is a problem that leaves the specimen out."""
-        tube = _text(rec["tube"])
-        text = [_text(c) for c in cells]
+        tube = cell_text(rec["tube"])
+        text = [cell_text(c) for c in cells]
         width = len(self.columns)
         text = (text + [""] * width)[: max(width, len(text))]
         earlier = self.tubes.get((spec, tube))
@@ -600,11 +401,11 @@ class _Reader:
                 "tube",
                 spec,
                 f"tube {tube} of specimen {spec} is also on row {earlier[0]} with other cells "
-                f"(file {_text(rec['file'])!r} here); give each tube of a specimen on one row",
+                f"(file {cell_text(rec['file'])!r} here); give each tube of a specimen on one row",
             )
             return False
         self.tubes[(spec, tube)] = (row, text)
-        patient, timepoint = _text(rec["patient"]), _text(rec["timepoint"])
+        patient, timepoint = cell_text(rec["patient"]), cell_text(rec["timepoint"])
         owner = self.owner.setdefault(spec, (patient, timepoint, row))
         for what, before, now in (
             ("patient", owner[0], patient),
@@ -631,9 +432,9 @@ class _Reader:
         row_unit: Unit | None,
         row_unit_error: str,
     ) -> None:
-        shown = _text(raw)
+        shown = cell_text(raw)
         try:
-            value = _number(raw, decimal)
+            value = cell_number(raw, decimal)
         except ValueError as exc:
             self.report(row, name, spec, f"{name}={shown!r} {exc}")
             return
@@ -669,13 +470,13 @@ class _Reader:
 
     def _demographics(self, row: int, spec: str, rec: dict[str, Any], decimal: str | None) -> None:
         """One row's age, sex, birth and draw dates into the specimen's values."""
-        if _text(rec.get("age")):
-            shown = _text(rec["age"])
+        if cell_text(rec.get("age")):
+            shown = cell_text(rec["age"])
             if self.column["age"].unit_error:
                 self.report_once(row, "age", spec, self.column["age"].unit_error, "age")
                 return
             try:
-                age = _number(rec["age"], decimal)
+                age = cell_number(rec["age"], decimal)
             except ValueError as exc:
                 self.report(row, "age", spec, f"age={shown!r} {exc}")
             else:
@@ -689,7 +490,7 @@ class _Reader:
                         f"age={shown!r}: expected years, a number >= 0 and < {MAX_AGE:g}",
                     )
         if "sex" in rec:
-            shown = _text(rec["sex"])
+            shown = cell_text(rec["sex"])
             if shown.lower() in _UNSPECIFIED_SEX:
                 shown = ""
             if shown.lower() not in _SEXES:
@@ -697,20 +498,91 @@ class _Reader:
             elif shown:
                 self.agree(spec, "sex", _SEXES[shown.lower()], row)
         for key in ("birth_date", "draw_date"):
-            if _text(rec.get(key)):
+            if cell_text(rec.get(key)):
                 try:
-                    day = _parse_date(rec[key])
+                    day = parse_date(rec[key])
                 except ValueError as exc:
-                    self.report(row, key, spec, f"{key}={_text(rec[key])!r} {exc}")
+                    self.report(row, key, spec, f"{key}={cell_text(rec[key])!r} {exc}")
                 else:
                     if day > date.today():
                         self.report(row, key, spec, f"{key}={day.isoformat()} is in the future")
                         continue
                     self.agree(spec, key, day, row)
 
+    def _times(self, row: int, spec: str, rec: dict[str, Any], decimal: str | None) -> None:
+        """One row's draw and dose times, hours after the dose, visit and control lot."""
+        for key in ("draw_time", "dose_time"):
+            if cell_text(rec.get(key)):
+                try:
+                    when = parse_time(rec[key])
+                except ValueError as exc:
+                    self.report(row, key, spec, f"{key}={cell_text(rec[key])!r} {exc}")
+                    continue
+                now = datetime.now(when.tzinfo) if when.tzinfo else datetime.now()
+                if when > now + timedelta(days=1):
+                    self.report(row, key, spec, f"{key}={when.isoformat()} is in the future")
+                    continue
+                self.agree(spec, key, when, row)
+        if cell_text(rec.get("hours_post_dose")):
+            shown = cell_text(rec["hours_post_dose"])
+            try:
+                hours = cell_number(rec["hours_post_dose"], decimal)
+            except ValueError as exc:
+                self.report(row, "hours_post_dose", spec, f"hours_post_dose={shown!r} {exc}")
+            else:
+                if math.isfinite(hours) and abs(hours) <= 24 * 366:
+                    self.agree(spec, "hours_post_dose", hours, row)
+                else:
+                    self.report(
+                        row,
+                        "hours_post_dose",
+                        spec,
+                        f"hours_post_dose={shown!r}: expected hours, within a year of the dose",
+                    )
+        for key in ("visit", "control_lot"):
+            if cell_text(rec.get(key)):
+                self.agree(spec, key, cell_text(rec[key]), row)
+
+    def _check_times(self, spec: str, known: dict[str, Any]) -> None:
+        """Draw and dose times agree with each other, with hours_post_dose and with draw_date;
+        hours_post_dose is computed from the times when not given."""
+        draw, dose = known.get("draw_time"), known.get("dose_time")
+        if draw and dose and (draw[0].tzinfo is None) != (dose[0].tzinfo is None):
+            self.report(
+                dose[1],
+                "dose_time",
+                spec,
+                "draw_time and dose_time must both give a UTC offset or both leave it out",
+            )
+            return
+        hours = known.get("hours_post_dose")
+        if draw and dose:
+            gap = (draw[0] - dose[0]).total_seconds() / 3600
+            if hours is None:
+                known["hours_post_dose"] = (gap, dose[1], "")
+            elif abs(hours[0] - gap) > 0.05:
+                self.report(
+                    hours[1],
+                    "hours_post_dose",
+                    spec,
+                    f"hours_post_dose {hours[0]:g} disagrees with draw_time {draw[0]} and "
+                    f"dose_time {dose[0]} ({gap:.2f} hours)",
+                )
+        day = known.get("draw_date")
+        if draw and day and draw[0].date() != day[0]:
+            self.report(
+                draw[1],
+                "draw_time",
+                spec,
+                f"draw_time {draw[0]} is not on draw_date {day[0]} (row {day[1]})",
+            )
+        elif draw and not day:
+            known["draw_date"] = (draw[0].date(), draw[1], "")
+
     def _check_specimen(self, spec: str) -> None:
         """Specimen-wide rules: age from the dates, differential within the WBC, a CBC or beads."""
         known = self.seen.setdefault(spec, {})
+        self._check_times(spec, known)
         birth, draw, age = (known.get(k) for k in ("birth_date", "draw_date", "age"))
         if birth and draw and draw[0] < birth[0]:
             self.report(
@@ -786,11 +658,17 @@ class _Reader:
             r["sex"] = known["sex"][0] if "sex" in known else ""
             r["draw_date"] = known["draw_date"][0].isoformat() if "draw_date" in known else ""
             r["cbc_units"] = "; ".join(known[n][2] for n in CBC if n in known)
+            for key in ("draw_time", "dose_time"):  # the wall clock as written (offset dropped)
+                when = known[key][0] if key in known else None
+                r[key] = when.replace(tzinfo=None).isoformat() if when else ""
+            hours = known.get("hours_post_dose")
+            r["hours_post_dose"] = hours[0] if hours else math.nan
+            for key in ("visit", "control_lot"):
+                r[key] = known[key][0] if key in known else ""
         return pd.DataFrame(good, columns=list(COLUMNS)), self.problems
 
 
 _USED = {*REQUIRED, *CBC, *BEADS, *PER_SPECIMEN, "units", "decimal"}  # the columns read
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # C0 controls but tab, and DEL
 
 
 def _printable(text: str) -> str:

@@ -337,6 +337,8 @@ def run_manifest(
     reporting=None,
     units: str | None = None,
     decimal: str | None = None,
+    db: Any = None,
+    run_info: Any = None,
 ) -> RunResult:
     """Gate, count, check and flag every usable tube of a manifest; failures are collected, never
     raised, so one broken file, CBC row or specimen leaves the rest of the run intact. ``jobs``
@@ -355,7 +357,10 @@ def run_manifest(
     ``reporting`` (:class:`~cytowhim.reporting.ReportingRules`): the CBC's CVs, limit of
     quantitation and rounding of the reported values. ``units`` and ``decimal``: the manifest's
     CBC unit where it states none, and its decimal separator (see
-    :func:`~cytowhim.manifest.read_manifest`). ValueError for ``jobs`` < 1;
+    :func:`~cytowhim.manifest.read_manifest`). ``db`` (:class:`cytowhim.db.ResultsDB`):
+    register each complete specimen there as it finishes (or is reused), with ``run_info``
+    (:class:`cytowhim.db.RunInfo`); a specimen that cannot be registered is an error line, the
+    rest goes on. ValueError for ``jobs`` < 1;
     :class:`~cytowhim.manifest.ManifestError` when the manifest cannot be used at all."""
     from .qc import QCRules
     from .reference import ReferenceIntervals
@@ -369,6 +374,10 @@ def run_manifest(
     reference = reference or ReferenceIntervals.bundled()
     tubes, problems = read_manifest(manifest, units=units, decimal=decimal)
     batch = _Batch(panels, (qc_rules, reporting), reference, out, save_events)
+    if db is not None:
+        from .db import RunInfo
+
+        batch.db, batch.run_info = db, run_info or RunInfo(out_dir=str(out or ""))
     if out is None:
         return batch.run(tubes, problems, progress, jobs, scheduler)
     from .batch_lock import clean_stale_temporaries, output_lock
@@ -415,6 +424,8 @@ class _Batch:
         self.parts = self.out / "parts" if self.out is not None else None
         self.save_events = save_events
         self.sha: dict[str, str] = {}
+        self.db: Any = None  # a ResultsDB each finished specimen is registered in
+        self.run_info: Any = None
 
     def hashes(self, path) -> str:
         from .store import file_sha256
@@ -496,7 +507,7 @@ class _Batch:
             return None
         for r in records:
             r.membership = None  # in the part; not needed here
-        return _Specimen(records, errors)
+        return _Specimen(records, self.register(spec, spec_tubes, records, list(errors)))
 
     def finish(self, spec: str, spec_tubes: pd.DataFrame, outcomes: list) -> _Specimen:
         """Count, check and flag one specimen whose tubes are all gated; write its part."""
@@ -526,7 +537,27 @@ class _Batch:
                 return _Specimen(None, errors)
             for r in records:
                 r.membership = None  # in the part now: not kept in memory
+        if records and len(records) == len(spec_tubes):
+            errors = self.register(spec, spec_tubes, records, errors)
         return _Specimen(records, errors)
+
+    def register(self, spec: str, spec_tubes: pd.DataFrame, records: list, errors: list) -> list:
+        """Register a complete specimen in the results database (if any); ``errors`` with a
+        line added when it cannot be (the run goes on)."""
+        if self.db is None:
+            return errors
+        from .db.from_run import specimen_entry
+
+        try:
+            entry = specimen_entry(spec_tubes, records, self.key(spec_tubes), self.rules[1])
+            self.db.register(entry, self.run_info)
+        except Exception as exc:  # the database went away, a constraint ...: this specimen only
+            log.debug("specimen %s", spec, exc_info=True)
+            errors.append(
+                f"specimen {spec}: not registered in the results database {self.db.url} "
+                f"({_one_line(exc)}); rerun the same command to register it"
+            )
+        return errors
 
     def result(self, groups: dict, done: dict, problems) -> RunResult:
         """The run's table, flags, errors and notes, in manifest order whatever order the

@@ -18,24 +18,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 import postgres  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def pg_server():
-    if postgres.binaries() is None:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed; .ci/run installs Debian's postgresql")
-        pytest.skip("PostgreSQL binaries not found (CI installs them)")
-    server = postgres.Server()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'results.sqlite'}"
-    return request.getfixturevalue("pg_server").new_database()
-
-
 def _pops(values: dict[str, float], tube: str = "T") -> pd.DataFrame:
     return pd.DataFrame(
         [

@@ -160,8 +160,10 @@ def _times(spec: Specimen) -> dict[str, str]:
     return out
 
 
-#: Populations the simulated control lot has targets for (cells/µL, lymphocyte subsets).
-CONTROL_POPULATIONS = ("CD4+ T cells", "CD8+ T cells", "B cells", "NK cells")
+#: Populations the simulated control lot has targets for (cells/µL): the T-cell subsets that
+#: lymphocyte-subset controls assign values to, and the ones counted with the most events (a
+#: 15,000-event tube counts B or NK cells with a CV near the lot's SD).
+CONTROL_POPULATIONS = ("CD4+ T cells", "CD8+ T cells")
 
 
 def _write_lot_file(path: Path, truth: pd.DataFrame) -> None:
