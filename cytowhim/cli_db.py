@@ -7,12 +7,9 @@ modules are imported only when one of these commands runs.
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import date
 
-
-def _error(message: str) -> None:
-    print(f"cytowhim: {message}", file=sys.stderr)
+from .cli_common import _error
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
