@@ -8,10 +8,7 @@ run in a process pool later; :func:`run_manifest` assembles the population table
 from __future__ import annotations
 
 import logging
-import math
 import os
-import stat
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,37 +17,10 @@ from typing import Any
 import pandas as pd
 
 from .executors import DASK_CONNECT_TIMEOUT, _one_line, run_tasks
-from .labels import ascii_name
-from .manifest import CBC, read_manifest
+from .manifest import read_manifest
 from .panels import Panels
-from .reporting import UNITS_PER_UL
-
-COLUMNS = [
-    "specimen",
-    "patient",
-    "timepoint",
-    "age",
-    "sex",
-    "tube",
-    "population",
-    "parent",
-    "events",
-    "percent_of_parent",
-    "base",
-    "base_events",
-    "percent_of_base",
-    "absolute_per_uL",
-    "absolute_error_per_uL",
-    "units",
-    "reported",
-    "qc",
-    "qc_status",
-    "reference_flag",
-    "reference_low",
-    "reference_high",
-    "reference_band",
-    "reference_source",
-]
+from .specimen_counts import COLUMNS, RATIOS, specimen_records
+from .tube_gating import TubeOutcome, TubeTask, gate_tube, not_a_regular_file
 
 __all__ = [
     "COLUMNS",
@@ -67,9 +37,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Ratios reported per tube: name -> (numerator population, denominator population).
-RATIOS = {"CD4/CD8 ratio": ("CD4+ T cells", "CD8+ T cells")}
 
 
 @dataclass
@@ -110,162 +77,6 @@ def printed_table(table: pd.DataFrame, reporting) -> pd.DataFrame:
                 reporting.round_like(e, v) for e, v in zip(errors, values)
             ]
     return out
-
-
-@dataclass(frozen=True)
-class TubeTask:
-    """Everything :func:`gate_tube` needs, picklable (it runs in worker processes)."""
-
-    file: str
-    tube: str
-    panels: str  # panel file
-    strategies: tuple[tuple[str, str], ...] = ()  # --strategy TUBE=FILE overrides
-    save_events: bool = False  # return each population's membership (for --save-events)
-    markers: tuple[tuple[str, str], ...] = ()  # strategy name -> the file's marker or channel
-
-
-@dataclass
-class TubeOutcome:
-    task: TubeTask
-    rows: pd.DataFrame | None = None  # population, parent, events, percent_of_parent, base, ...
-    notes: list[str] = field(default_factory=list)
-    geometry: dict = field(default_factory=dict)
-    n_events: int = 0
-    membership: dict | None = None
-    file_sha256: str = ""
-    error: str | None = None
-    failed: dict[str, str] = field(default_factory=dict)  # population -> why it was not gated
-    traceback: str = ""  # of an unexpected error (a bug), for --debug
-
-
-_PANELS: dict[tuple, Panels] = {}
-
-
-def _panels_for(task: TubeTask) -> Panels:
-    key = (task.panels, task.strategies)
-    if key not in _PANELS:
-        _PANELS[key] = Panels.load(task.panels).with_strategies(dict(task.strategies))
-    return _PANELS[key]
-
-
-def gate_tube(task: TubeTask) -> TubeOutcome:
-    """Gate one tube file: its population rows (events, parents, bases), the engine's notes and the
-    geometry the gates took. A pure function of the task; failures come back in ``error``."""
-    from gating import GatingError
-
-    from .errors import FCSError
-    from .fcs import read_fcs
-    from .panels import PanelError
-
-    try:  # an exception other than these is the executor's failure (e.g. a broken install)
-        panels = _panels_for(task)
-        strategy = panels.strategy(task.tube)
-    except (FCSError, GatingError, PanelError) as exc:
-        return TubeOutcome(task, error=str(exc))
-    except OSError as exc:
-        return TubeOutcome(task, error=f"{exc.filename or task.panels}: {exc.strerror or exc}")
-    problem = not_a_regular_file(task.file)
-    if problem:  # a FIFO would block read_fcs forever
-        return TubeOutcome(task, error=problem)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # recorded in result.notes instead
-            sample = read_fcs(task.file)
-            result = strategy.apply(sample, markers=dict(task.markers))
-    except (FCSError, GatingError, PanelError) as exc:
-        return TubeOutcome(task, error=str(exc))
-    except OSError as exc:
-        return TubeOutcome(task, error=f"{task.file}: {exc.strerror or exc}")
-    except (MemoryError, RecursionError) as exc:
-        return TubeOutcome(task, error=f"{task.file}: cannot be gated ({_one_line(exc)})")
-    except Exception as exc:  # a bug met on this file: the other files are still gated
-        import traceback
-
-        return TubeOutcome(
-            task,
-            error=f"{task.file}: cannot be gated ({_one_line(exc)}): an error in cytowhim; "
-            "please report it with this line (cytowhim --debug run ... shows the traceback)",
-            traceback=traceback.format_exc(),
-        )
-    stats = result.stats()
-    counts = dict(zip(stats["name"], stats["count"]))
-    parent_pct = dict(zip(stats["name"], stats["percent_of_parent"]))
-    rows = []
-    for p in strategy:
-        base = panels.base_of(task.tube, strategy, p.name)
-        gated = p.name not in result.failed and (not base or base not in result.failed)
-        nested, inside = (
-            _nesting(strategy, result, p.name, base, counts) if gated else (False, math.nan)
-        )
-        events = counts[p.name]
-        rows.append(
-            {
-                "population": ascii_name(p.name),  # 'CD27- B cells' in every output
-                "parent": ascii_name(p.parent or ""),
-                # a population whose gate failed on this file has no count (NaN)
-                "events": math.nan if events is pd.NA else events,
-                "percent_of_parent": float(parent_pct[p.name]),
-                "base": ascii_name(base),
-                "base_events": (
-                    math.nan if not base or counts.get(base, pd.NA) is pd.NA else counts[base]
-                ),
-                "nested": nested,
-                "events_in_base": inside,
-            }
-        )
-    notes = [f"{Path(task.file).name}: {n}" for n in result.notes]
-    membership = dict(result.masks) if task.save_events else None
-    return TubeOutcome(
-        task,
-        pd.DataFrame(rows),
-        notes,
-        result.geometry(),
-        sample.n_events,
-        membership,
-        failed={ascii_name(k): v for k, v in result.failed.items()},
-    )
-
-
-_KINDS = (
-    (stat.S_ISDIR, "a folder"),
-    (stat.S_ISFIFO, "a named pipe (FIFO)"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
-
-
-def not_a_regular_file(path: str | os.PathLike) -> str | None:
-    """Why ``path`` is not read as an FCS file (one line naming it), or None for a regular file
-    (links followed). Only regular files are opened: reading a FIFO or a device blocks or never
-    ends."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        return f"{path}: {exc.strerror or exc}"
-    except ValueError as exc:  # an embedded NUL
-        return f"{str(path)!r}: {exc}"
-    if stat.S_ISREG(mode):
-        return None
-    kind = next((name for test, name in _KINDS if test(mode)), "not a file")
-    return f"{path}: not a regular file ({kind}); give the FCS file itself"
-
-
-def _nesting(strategy, result, name: str, base: str, counts: dict) -> tuple[bool, float]:
-    """(whether the population lies inside its base, its events inside the base): nested when
-    the base is the population or one of its ancestors, or when every event of it is inside the
-    base; NaN events for rows without a base."""
-    import numpy as np
-
-    if not base or base not in counts:
-        return False, math.nan
-    ancestor: str | None = name
-    while ancestor is not None:
-        if ancestor == base:
-            return True, float(counts[name])
-        ancestor = strategy[ancestor].parent
-    inside = int(np.count_nonzero(result.mask(name) & result.mask(base)))
-    return inside == counts[name], float(inside)
 
 
 def _gate_all(
@@ -513,7 +324,7 @@ class _Batch:
         """Count, check and flag one specimen whose tubes are all gated; write its part."""
         errors: list[str] = []
         try:
-            records = _specimen_records(
+            records = specimen_records(
                 spec_tubes, outcomes, self.panels, self.rules, self.reference, errors, self.hashes
             )
         except Exception as exc:  # a bug met on this specimen: the others are still counted
@@ -588,200 +399,6 @@ class _Batch:
             except OSError as exc:
                 raise _output_error(exc, results) from exc
         return RunResult(table[COLUMNS], flags, errors, notes, self.rules[1])
-
-
-def _specimen_records(spec_tubes, outcomes, panels, rules, reference, errors, hashes):
-    """The TubeRecords of one specimen (counts, QC, reference flags, reported values), or None
-    if no tube succeeded; failed tubes add to ``errors``."""
-    from dataclasses import asdict
-
-    from .counts import BASE_TO_CBC
-    from .qc import QCFlag, add_qc_note, check_table, qc_status
-    from .store import TubeRecord
-
-    qc_rules, reporting = rules
-    bases = {**BASE_TO_CBC, **panels.base_populations}
-    first = spec_tubes.iloc[0]
-    cbc = {c: float(first[c]) for c in CBC if not math.isnan(first[c])}
-    parts, ok = [], []
-    for (_, rec), outcome in zip(spec_tubes.iterrows(), outcomes):
-        if outcome.error:
-            errors.append(outcome.error)
-            continue
-        for name, why in outcome.failed.items():
-            errors.append(f"{outcome.task.file}: population {name!r} was not gated: {why}")
-        rows = outcome.rows.copy()
-        for key in ("specimen", "patient", "timepoint", "tube"):
-            rows[key] = rec[key]
-        rows["age"] = float(rec["age"]) if "age" in rec and rec["age"] == rec["age"] else math.nan
-        rows["sex"] = str(rec["sex"]) if "sex" in rec and isinstance(rec["sex"], str) else ""
-        parts.append(rows)
-        ok.append((rec, outcome))
-    if not parts:
-        return None
-    table = pd.concat(parts, ignore_index=True)
-    table["qc"] = ""
-    table = _absolute(table, spec_tubes, cbc, bases, errors, reporting)
-    table = _with_ratios(table)
-    table, flags = check_table(table, qc_rules, cbc={first["specimen"]: cbc}, bases=bases)
-    table, flags = _gate_failures(table, flags, ok)
-    table, unmatched = reference.annotate(table, reporting=reporting)
-    notes = list(table["qc"])
-    for i, message in unmatched:
-        row = table.iloc[i]
-        flag = QCFlag(
-            str(row["specimen"]),
-            str(row["tube"]),
-            str(row["population"]),
-            "reference",
-            "warn",
-            message,
-        )
-        flags.append(flag)
-        notes[i] = add_qc_note(notes[i], str(flag))
-    table["qc"] = notes
-    table["qc_status"] = qc_status(table, flags, bases)
-    table = _reported(table, reporting)[COLUMNS]
-    records = []
-    for rec, outcome in ok:
-        tube = rec["tube"]
-        records.append(
-            TubeRecord(
-                specimen=rec["specimen"],
-                patient=rec["patient"],
-                timepoint=rec["timepoint"],
-                tube=tube,
-                file=rec["file"],
-                file_sha256=hashes(rec["file"]),
-                strategy_sha256=hashes(panels.strategies[tube])
-                if tube in panels.strategies
-                else "",
-                table=table[table.tube == tube].reset_index(drop=True),
-                geometry=outcome.geometry,
-                qc_flags=[
-                    asdict(f) for f in flags if f.tube == tube or (not f.tube and not records)
-                ],
-                notes=outcome.notes,
-                n_events=outcome.n_events,
-                membership=outcome.membership,
-            )
-        )
-    return records
-
-
-def _gate_failures(table: pd.DataFrame, flags: list, ok: list) -> tuple[pd.DataFrame, list]:
-    """A 'gate_failed' QC fail on every population that was not gated on its file (its gate
-    could not place itself, or a population it depends on was not gated)."""
-    from .qc import QCFlag, add_qc_note
-
-    notes = list(table["qc"])
-    flags = list(flags)
-    for rec, outcome in ok:
-        for name, why in outcome.failed.items():
-            hits = (table["tube"] == rec["tube"]) & (table["population"] == name)
-            flag = QCFlag(
-                str(rec["specimen"]),
-                str(rec["tube"]),
-                name,
-                "gate_failed",
-                "fail",
-                f"not gated on {Path(rec['file']).name}: {why}",
-            )
-            flags.append(flag)
-            for i in hits[hits].index:
-                notes[i] = add_qc_note(notes[i], str(flag))
-    table = table.copy()
-    table["qc"] = notes
-    return table, flags
-
-
-def _with_ratios(table: pd.DataFrame) -> pd.DataFrame:
-    """The table with a row per :data:`RATIOS` entry in each tube that has both populations
-    (the ratio of their events, which is the ratio of their absolute counts)."""
-    extra = []
-    for tube, rows in table.groupby("tube", sort=False):
-        events = dict(
-            zip(rows["population"].map(lambda p: str(p).rsplit("/", 1)[-1]), rows["events"])
-        )
-        for name, (top, bottom) in RATIOS.items():
-            if top not in events or bottom not in events:
-                continue
-            ratio = events[top] / events[bottom] if events[bottom] > 0 else math.nan
-            first = rows.iloc[0]
-            extra.append(
-                {
-                    **{k: first[k] for k in ("specimen", "patient", "timepoint", "age", "sex")},
-                    "tube": tube,
-                    "population": name,
-                    "parent": "",
-                    "base": "",
-                    "units": "ratio",
-                    "ratio": ratio,
-                    "qc": "",
-                }
-            )
-    if not extra:
-        return table
-    return pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
-
-
-def _reported(table: pd.DataFrame, reporting) -> pd.DataFrame:
-    """``units`` and ``reported`` (the value as printed: rounded, '<1' below the limit of
-    quantitation, the ratio to its decimals) for every row."""
-    out = table.copy()
-    units = out["units"].fillna("") if "units" in out.columns else pd.Series("", index=out.index)
-    ratios = out["ratio"] if "ratio" in out.columns else pd.Series(math.nan, index=out.index)
-    reported = []
-    for unit, value, events, ratio in zip(units, out["absolute_per_uL"], out["events"], ratios):
-        if unit == "ratio":
-            reported.append(reporting.ratio(float(ratio)))
-            continue
-        per_event = value / events if events and events > 0 and value == value else math.nan
-        reported.append(reporting.reported(float(value), per_event)[1])
-    out["units"] = [u if u else UNITS_PER_UL for u in units]
-    out["reported"] = reported
-    return out
-
-
-BEAD_POPULATIONS = ("beads", "counting beads")
-
-
-def _absolute(
-    table: pd.DataFrame,
-    tubes: pd.DataFrame,
-    cbc: dict[str, float],
-    bases: dict[str, str],
-    errors: list[str],
-    reporting,
-) -> pd.DataFrame:
-    """Absolute counts of one specimen: single platform for tubes with counting beads (a
-    population named 'beads' in their strategy), dual platform with the CBC for the others."""
-    from .counts import absolute_counts, absolute_counts_beads
-
-    parts = []
-    for tube, rows in table.groupby("tube", sort=False):
-        rec = tubes[tubes.tube == tube].iloc[0]
-        if math.isnan(rec["beads_per_tube"]) or math.isnan(rec["volume_uL"]):
-            parts.append(absolute_counts(rows, cbc, bases=bases, cbc_cv=reporting.cbc_cv))
-            continue
-        beads = rows[rows.population.isin(BEAD_POPULATIONS)]
-        if beads.empty:
-            errors.append(
-                f"{rec['file']}: the manifest gives counting beads for tube {tube} but "
-                f"its strategy has no population named {' or '.join(BEAD_POPULATIONS)}"
-            )
-            parts.append(absolute_counts(rows, cbc, bases=bases, cbc_cv=reporting.cbc_cv))
-            continue
-        parts.append(
-            absolute_counts_beads(
-                rows,
-                float(beads.events.iloc[0]),
-                float(rec["beads_per_tube"]),
-                float(rec["volume_uL"]),
-                bead_cv=reporting.bead_cv,
-            )
-        )
-    return pd.concat(parts, ignore_index=True)
 
 
 def write_run(
