@@ -73,6 +73,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import CytowhimError
+from .h5table import _STR, _dumps, _key, _read_table, _write_table
 
 __all__ = [
     "FORMAT_VERSION",
@@ -112,7 +113,6 @@ PROVENANCE_COLUMNS = (
     "part_written_utc",
 )
 _CHUNK = 1 << 20  # 1 MiB
-_STR = h5py.string_dtype("utf-8")
 
 
 class StoreError(CytowhimError, ValueError):
@@ -225,81 +225,6 @@ def _fsync_dir(folder: Path) -> None:
 
 
 # --- names and tables -------------------------------------------------------------------------
-
-
-def _key(name: str) -> str:
-    """An HDF5 link name for ``name``: '%' and '/' percent-encoded, '.' and '..' entirely."""
-    name = str(name)
-    if not name:
-        raise ValueError("empty names cannot be stored")
-    if name in (".", ".."):
-        return "%2E" * len(name)
-    return name.replace("%", "%25").replace("/", "%2F")
-
-
-def _write_table(parent: h5py.Group, name: str, frame: pd.DataFrame) -> h5py.Group:
-    """Write ``frame`` (its index dropped) as a group of one dataset per column."""
-    columns = [str(c) for c in frame.columns]
-    if len(set(columns)) != len(columns):
-        raise ValueError(f"table {name!r} has repeated column names: {columns}")
-    if "_null" in columns:
-        raise ValueError(f"table {name!r}: a column cannot be named '_null'")
-    g = parent.create_group(name, track_order=True)
-    g.attrs["columns"] = np.array(columns, dtype=_STR)
-    g.attrs["n_rows"] = len(frame)
-    for label, column in zip(columns, frame.columns):
-        series = frame[column]
-        data, nulls = _column_data(series)
-        g.create_dataset(_key(label), data=data, dtype=data.dtype if nulls is None else _STR)
-        if nulls is not None and len(nulls):
-            g.require_group("_null").create_dataset(_key(label), data=nulls)
-    return g
-
-
-def _column_data(series: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
-    """(values to store, row numbers of missing strings or None for a numeric column)."""
-    dtype = series.dtype
-    missing = series.isna().to_numpy()
-    if pd.api.types.is_bool_dtype(dtype) and not missing.any():
-        return series.to_numpy(dtype=bool), None
-    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
-        if missing.any() and not pd.api.types.is_float_dtype(dtype):
-            return series.to_numpy(dtype=np.float64, na_value=np.nan), None
-        numpy_dtype = getattr(dtype, "numpy_dtype", dtype)
-        return series.to_numpy(dtype=numpy_dtype), None
-    values = np.array(["" if m else str(v) for v, m in zip(series.tolist(), missing)], dtype=object)
-    return values, np.flatnonzero(missing).astype(np.int64)
-
-
-def _read_table(g: h5py.Group) -> pd.DataFrame:
-    """A table written by :func:`_write_table`, strings as str and missing strings as None."""
-    columns = [str(c) for c in g.attrs["columns"]]
-    nulls = g["_null"] if "_null" in g else None
-    data: dict[str, Any] = {}
-    for label in columns:
-        ds = g[_key(label)]
-        if ds.dtype.kind == "O":
-            values = ds.asstr()[()].astype(object)
-            if nulls is not None and _key(label) in nulls:
-                values[nulls[_key(label)][()]] = None
-            data[label] = values
-        else:
-            data[label] = ds[()]
-    return pd.DataFrame(data, columns=columns, index=pd.RangeIndex(int(g.attrs["n_rows"])))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=_json_default)
 
 
 def _flag_dict(flag: Any) -> dict[str, Any]:
@@ -612,111 +537,5 @@ def _flags_frame(flags: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(flags, columns=columns)
 
 
-class Results:
-    """Read access to a ``results.h5`` written by :func:`assemble` (the file is opened per call)."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        try:
-            with h5py.File(self.path, "r") as f:
-                _check_format(f, RESULTS_FORMAT, self.path)
-        except OSError as exc:
-            raise StoreError(f"{self.path}: cannot read results ({exc})") from None
-
-    def __repr__(self) -> str:
-        return f"<Results {str(self.path)!r}>"
-
-    def _open(self) -> h5py.File:
-        return h5py.File(self.path, "r")
-
-    def _specimen(self, f: h5py.File, specimen: str) -> h5py.Group:
-        known = [str(s) for s in f.attrs["specimens"]]
-        if specimen not in known:
-            raise KeyError(f"{self.path}: no specimen {specimen!r}; specimens: {known}")
-        return f["specimens"][_key(specimen)]
-
-    def _tube(self, f: h5py.File, specimen: str, tube: str) -> h5py.Group:
-        tg = self._specimen(f, specimen)["tubes"]
-        tubes = [str(t) for t in tg.attrs["tubes"]]
-        if tube not in tubes:
-            raise KeyError(
-                f"{self.path}: specimen {specimen!r} has no tube {tube!r}; tubes: {tubes}"
-            )
-        return tg[_key(tube)]
-
-    def specimens(self) -> list[str]:
-        """Specimen names, in the file's order."""
-        with self._open() as f:
-            return [str(s) for s in f.attrs["specimens"]]
-
-    def tubes(self, specimen: str) -> list[str]:
-        """Tube names of one specimen, in order."""
-        with self._open() as f:
-            return [str(t) for t in self._specimen(f, specimen)["tubes"].attrs["tubes"]]
-
-    def populations(self) -> pd.DataFrame:
-        """Every population row of every specimen and tube."""
-        with self._open() as f:
-            return _read_table(f["populations"])
-
-    def qc_flags(self) -> pd.DataFrame:
-        """Every QC flag (columns :data:`QC_COLUMNS`, then any others)."""
-        with self._open() as f:
-            return _read_table(f["qc_flags"])
-
-    def geometry(self, specimen: str, tube: str) -> dict[str, Any]:
-        """Population path -> gate as applied, for one tube."""
-        with self._open() as f:
-            return json.loads(self._tube(f, specimen, tube)["geometry"].asstr()[()])
-
-    def notes(self, specimen: str, tube: str) -> list[str]:
-        """The engine's notes for one tube."""
-        with self._open() as f:
-            return [str(n) for n in self._tube(f, specimen, tube)["notes"].asstr()[()]]
-
-    def provenance(self, specimen: str, tube: str) -> dict[str, Any]:
-        """Where one tube's results came from: specimen, patient, timepoint, tube, file,
-        file_sha256, strategy_sha256, n_events, cytowhim_version, created_utc, inputs_key and
-        part_written_utc."""
-        with self._open() as f:
-            return _provenance(self._specimen(f, specimen), self._tube(f, specimen, tube))
-
-    def provenance_table(self) -> pd.DataFrame:
-        """:meth:`provenance` of every tube, one row each."""
-        rows = []
-        with self._open() as f:
-            for specimen in f.attrs["specimens"]:
-                sg = self._specimen(f, specimen)
-                for tube in sg["tubes"].attrs["tubes"]:
-                    rows.append(_provenance(sg, sg["tubes"][_key(str(tube))]))
-        return pd.DataFrame(rows, columns=list(PROVENANCE_COLUMNS))
-
-    def membership(self, specimen: str, tube: str) -> dict[str, np.ndarray]:
-        """Population name -> bool array over the tube's events ({} if none was stored)."""
-        with self._open() as f:
-            g = self._tube(f, specimen, tube)
-            return _read_membership(g["membership"]) if "membership" in g else {}
-
-    def records(self, specimen: str) -> list[TubeRecord]:
-        """One specimen's tube records, as :func:`read_part` returns them."""
-        with self._open() as f:
-            return _read_specimen(self._specimen(f, specimen))[1]
-
-
-def _provenance(sg: h5py.Group, tg: h5py.Group) -> dict[str, Any]:
-    spec = {k: _attr(v) for k, v in sg["specimen"].attrs.items()}
-    prov = {k: _attr(v) for k, v in tg["provenance"].attrs.items()}
-    return {
-        "specimen": spec["specimen"],
-        "patient": spec["patient"],
-        "timepoint": spec["timepoint"],
-        "tube": str(tg.attrs["tube"]),
-        **{k: prov[k] for k in PROVENANCE_COLUMNS[4:10]},
-        "inputs_key": spec["inputs_key"],
-        "part_written_utc": spec["written_utc"],
-    }
-
-
-def read_results(path: str | os.PathLike) -> Results:
-    """Open a results file for reading; :class:`StoreError` if it is not one."""
-    return Results(path)
+# The reader of results.h5 lives in cytowhim.results (re-exported here, as before).
+from .results import Results, read_results  # noqa: E402
