@@ -128,8 +128,9 @@ def cmd_controls(args: argparse.Namespace) -> int:
     for v in report.violations.to_dict("records"):
         print(f"  {v['day']}  lot {v['lot']}  {v['population']}  {v['rule']}  "
               f"{v['absolute_per_uL']:g} cells/µL (z {v['z']:+.2f})")  # fmt: skip
-    for day_open, messages in sorted(report.open_days.items()):
-        print(f"  {day_open}: patient results flagged until reviewed ({len(messages)} rule(s))")
+    for day_open, messages in sorted(report.open_days.items(), key=lambda kv: str(kv[0])):
+        when = day_open or "controls without a draw date (their runs' patients)"
+        print(f"  {when}: patient results flagged until reviewed ({len(messages)} rule(s))")
     return 1 if report.open_days else 0
 
 

@@ -5,7 +5,8 @@ control run every day). A lot file gives, per population, the target the lab or 
 manufacturer set: ``mean`` and ``sd`` (cells/µL), or a ``low``-``high`` range taken as mean ± 2
 SD. :func:`evaluate` puts each control result against its target in time order and applies the
 Westgard rules (:mod:`cytowhim.westgard`); a day with a broken rule flags that day's patient
-results (QC "control out of range", severity fail) until someone reviews it
+results, and those gated in the same run as the failing control (QC "control out of range",
+severity fail), until someone reviews it
 (:meth:`cytowhim.db.ResultsDB.review_control_day`).
 
 Lot file (CSV, one row per lot and population; ``tube`` optional, for a population counted in
@@ -18,6 +19,7 @@ several tubes)::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ MEASUREMENT_COLUMNS = (
     "population",
     "tube",
     "day",
+    "run",
     "draw_time",
     "specimen",
     "absolute_per_uL",
@@ -117,11 +120,13 @@ def read_lot_file(path: str | os.PathLike) -> pd.DataFrame:
 class ControlReport:
     """Control results against their targets (``measurements``, :data:`MEASUREMENT_COLUMNS`),
     the broken rules (``violations``: one row per result and rule), and the days they fail that
-    nobody has reviewed yet (``open_days``: day -> messages)."""
+    nobody has reviewed yet (``open_days``: day -> messages, None for controls without a draw
+    date; ``open_runs``: run -> messages)."""
 
     measurements: pd.DataFrame
     violations: pd.DataFrame
-    open_days: dict[date, list[str]]
+    open_days: dict[date | None, list[str]]
+    open_runs: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
 
 def evaluate(
@@ -142,18 +147,20 @@ def evaluate(
             continue
         if not t["tube"] and got["tube"].nunique() > 1:
             got = got[got["tube"] == sorted(got["tube"].unique())[0]]
-        got = got.sort_values(["draw_time", "specimen"], kind="stable")
+        got = got.sort_values(["draw_date", "draw_time", "specimen"], kind="stable")
+        days = [_day(r) for r in got.to_dict("records")]
         z = z_scores(got["absolute_per_uL"].to_numpy(dtype=float), t["mean"], t["sd"])
-        broken = violations(z)
-        for rec, zi, rules in zip(got.to_dict("records"), z, broken):
-            when = rec["draw_time"]
+        runs = [d if d is not None else f"run {r}" for d, r in zip(days, got["run"])]
+        broken = violations(z, runs)
+        for rec, day, zi, rules in zip(got.to_dict("records"), days, z, broken):
             rows.append(
                 {
                     "lot": t["lot"],
                     "population": t["population"],
                     "tube": rec["tube"],
-                    "day": None if pd.isna(when) else pd.Timestamp(when).date(),
-                    "draw_time": when,
+                    "day": day,
+                    "run": rec["run"],
+                    "draw_time": rec["draw_time"],
                     "specimen": rec["specimen"],
                     "absolute_per_uL": rec["absolute_per_uL"],
                     "mean": t["mean"],
@@ -171,32 +178,52 @@ def evaluate(
     reviewed = set()
     if reviews is not None and not reviews.empty:
         reviewed = {(r["lot"], r["day"]) for r in reviews.to_dict("records")}
-    open_days: dict[date, list[str]] = {}
+    open_days: dict[date | None, list[str]] = {}
+    open_runs: dict[str, list[str]] = {}
     for v in viol_frame.to_dict("records"):
-        if v["day"] is None or (v["lot"], v["day"]) in reviewed:
+        if v["day"] is not None and (v["lot"], v["day"]) in reviewed:
             continue
-        open_days.setdefault(v["day"], []).append(
+        text = (
             f"control out of range: lot {v['lot']}, {v['population']} {v['rule']} "
             f"({v['absolute_per_uL']:g} cells/µL, z {v['z']:+.2f})"
         )
-    return ControlReport(meas, viol_frame, open_days)
+        open_days.setdefault(v["day"], []).append(text)  # None: a control without a draw date
+        open_runs.setdefault(v["run"], []).append(text)
+    return ControlReport(meas, viol_frame, open_days, open_runs)
+
+
+def _day(rec: dict[str, Any]) -> date | None:
+    """A result's day: its draw date, else its draw time's date (None: neither known)."""
+    for key in ("draw_date", "draw_time"):
+        value = rec.get(key)
+        if value is not None and not pd.isna(value):
+            return pd.Timestamp(value).date()
+    return None
 
 
 def flag_patients(table: pd.DataFrame, report: ControlReport) -> pd.DataFrame:
-    """Patient population rows drawn on a day with an unreviewed control failure get QC
-    'control out of range ...' and qc_status 'fail' (a copy; others unchanged)."""
-    if not report.open_days or table.empty:
+    """Patient population rows drawn on a day with an unreviewed control failure, or gated in
+    the run that gated the failing control, get QC 'control out of range ...' and qc_status
+    'fail' (a copy; others unchanged)."""
+    if not (report.open_days or report.open_runs) or table.empty:
         return table
     out = table.copy()
-    days = pd.to_datetime(out["draw_time"]).dt.date
-    for day, messages in report.open_days.items():
-        hit = (days == day).to_numpy() & (out["control_lot"] == "").to_numpy()
-        if not hit.any():
+    days = [_day(r) for r in out[["draw_date", "draw_time"]].to_dict("records")]
+    patient = (out["control_lot"] == "").to_numpy()
+    reasons: list[list[str]] = [[] for _ in range(len(out))]
+    for k, (day, run) in enumerate(zip(days, out["run"])):
+        if not patient[k]:
             continue
-        text = "; ".join(dict.fromkeys(messages))
-        qc = out.loc[hit, "qc"].fillna("")
-        out.loc[hit, "qc"] = np.where(qc == "", text, qc + "; " + text)
-        out.loc[hit, "qc_status"] = "fail"
+        if day is not None:
+            reasons[k] += report.open_days.get(day, [])
+        reasons[k] += report.open_runs.get(run, [])
+    hit = np.array([bool(r) for r in reasons])
+    if not hit.any():
+        return out
+    text = pd.Series(["; ".join(dict.fromkeys(r)) for r in reasons], index=out.index)[hit]
+    qc = out.loc[hit, "qc"].fillna("")
+    out.loc[hit, "qc"] = np.where(qc == "", text, qc + "; " + text)
+    out.loc[hit, "qc_status"] = "fail"
     return out
 
 

@@ -29,7 +29,8 @@ Columns (header case does not matter; a unit may follow the name, ``ALC (x10^3/u
   given; ``hours_post_dose`` (optional, may be negative before the dose) is computed from them
   when not given, and must agree with them (within 3 minutes) when it is. ``draw_time`` gives
   ``draw_date`` when that is not given, and must fall on it when it is. Times are kept as the
-  lab's wall clock (an offset is used for the arithmetic, then dropped).
+  lab's wall clock: a time with an offset (a LIS export in UTC) is converted to this machine's
+  time zone.
 - ``visit`` (optional): a free label such as ``month 6``; ``control_lot`` (optional): the lot of
   control material this specimen is (a control, not a patient; see :mod:`cytowhim.controls`).
 
@@ -569,7 +570,7 @@ class _Reader:
                     f"dose_time {dose[0]} ({gap:.2f} hours)",
                 )
         day = known.get("draw_date")
-        if draw and day and draw[0].date() != day[0]:
+        if draw and day and _wall_clock(draw[0]).date() != day[0]:
             self.report(
                 draw[1],
                 "draw_time",
@@ -577,7 +578,7 @@ class _Reader:
                 f"draw_time {draw[0]} is not on draw_date {day[0]} (row {day[1]})",
             )
         elif draw and not day:
-            known["draw_date"] = (draw[0].date(), draw[1], "")
+            known["draw_date"] = (_wall_clock(draw[0]).date(), draw[1], "")
 
     def _check_specimen(self, spec: str) -> None:
         """Specimen-wide rules: age from the dates, differential within the WBC, a CBC or beads."""
@@ -658,9 +659,9 @@ class _Reader:
             r["sex"] = known["sex"][0] if "sex" in known else ""
             r["draw_date"] = known["draw_date"][0].isoformat() if "draw_date" in known else ""
             r["cbc_units"] = "; ".join(known[n][2] for n in CBC if n in known)
-            for key in ("draw_time", "dose_time"):  # the wall clock as written (offset dropped)
+            for key in ("draw_time", "dose_time"):  # the lab's wall clock
                 when = known[key][0] if key in known else None
-                r[key] = when.replace(tzinfo=None).isoformat() if when else ""
+                r[key] = _wall_clock(when).isoformat() if when else ""
             hours = known.get("hours_post_dose")
             r["hours_post_dose"] = hours[0] if hours else math.nan
             for key in ("visit", "control_lot"):
@@ -674,6 +675,12 @@ _USED = {*REQUIRED, *CBC, *BEADS, *PER_SPECIMEN, "units", "decimal"}  # the colu
 def _printable(text: str) -> str:
     """``text`` with its control characters escaped (\\x00), for messages and errors.csv."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _wall_clock(when: datetime) -> datetime:
+    """A time as the lab's clock shows it: an aware time (an offset or Z in the manifest, e.g. a
+    LIS export in UTC) in this machine's time zone, then naive; a naive time as it is."""
+    return when.astimezone().replace(tzinfo=None) if when.tzinfo is not None else when
 
 
 def _shown(value: Any) -> str:

@@ -317,3 +317,98 @@ def test_history_and_controls_pages(tmp_path):
     out = write_controls(report, tmp_path / "c")
     assert out["html"].read_text().count("<img") == 1
     assert pd.read_csv(out["violations"], encoding="utf-8-sig")["rule"].tolist() == ["1-3s"]
+
+
+# --- regressions from the review of the first version -------------------------------------------
+
+
+def test_newest_version_is_per_specimen_not_of_the_whole_database(db_url):
+    db = ResultsDB(db_url)
+    db.register(_entry(specimen="S1", key="a", value=400.0), RunInfo())
+    db.register(_entry(specimen="S2", key="b", value=500.0), RunInfo())
+    db.register(_entry(specimen="S2", key="c", value=600.0), RunInfo())
+    spec = db.specimens().set_index("specimen")
+    assert spec["version"].to_dict() == {"S1": 1, "S2": 2}
+    cd4 = db.populations().query("population == 'CD4+ T cells'").set_index("specimen")
+    assert cd4["absolute_per_uL"].to_dict() == {"S1": 400.0, "S2": 600.0}
+
+
+def test_going_back_to_earlier_inputs_adds_a_version_with_them(db_url):
+    db = ResultsDB(db_url)
+    db.register(_entry(key="b", value=500.0), RunInfo())
+    assert db.register(_entry(key="c", value=650.0), RunInfo()) == "new version"  # a typo
+    assert db.register(_entry(key="b", value=500.0), RunInfo()) == "new version"  # fixed back
+    assert db.register(_entry(key="b", value=500.0), RunInfo()) == "unchanged"
+    row = db.populations().query("population == 'CD4+ T cells'").iloc[0]
+    assert (row["version"], row["absolute_per_uL"]) == (3, 500.0)
+
+
+def test_a_reader_holding_a_transaction_does_not_block_registration(tmp_path):
+    import threading
+    import time
+
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    reader = ResultsDB(url)
+    ResultsDB(url).register(_entry(specimen="S0"), RunInfo())
+    done = {}
+
+    def write():
+        t = time.perf_counter()
+        ResultsDB(url).register(_entry(specimen="S1"), RunInfo())
+        done["seconds"] = time.perf_counter() - t
+
+    with reader.engine.connect() as conn, conn.begin():
+        conn.exec_driver_sql("SELECT count(*) FROM specimens").scalar()
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join(20)
+    assert done and done["seconds"] < 5  # not the 60 s busy wait
+
+
+def test_a_cbc_count_of_zero_is_kept(tmp_path):
+    import pandas as pd  # noqa: F811
+
+    from cytowhim.db.from_run import specimen_entry
+    from cytowhim.reporting import ReportingRules
+    from cytowhim.store import TubeRecord
+
+    rows = pd.DataFrame([{"specimen": "S1", "patient": "P1", "timepoint": "b", "WBC": 900.0,
+                          "ANC": 0.0, "ALC": 700.0, "AMC": float("nan"), "draw_date": "2026-01-05"}])  # fmt: skip
+    rec = TubeRecord("S1", "P1", "b", "T", "T.fcs", "ab", "cd", _pops({"B cells": 5.0}))
+    entry = specimen_entry(rows, [rec], "k", ReportingRules())
+    assert entry.cbc == {"WBC": 900.0, "ANC": 0.0, "ALC": 700.0}
+    assert entry.draw_date == date(2026, 1, 5)
+
+
+def test_controls_by_draw_date_by_run_and_undated(db_url):
+    db = ResultsDB(db_url)
+    targets = pd.DataFrame([{"lot": "L1", "population": "CD4+ T cells", "tube": "", "mean": 800.0,
+                             "sd": 40.0, "low": np.nan, "high": np.nan}])  # fmt: skip
+    db.set_control_targets(targets)
+    run = RunInfo()
+    # a control with only a draw date that fails 1-3s, and a patient with the same draw date
+    e = _entry(specimen="C1", patient="control L1", key="c", value=1000.0, control_lot="L1")
+    e.draw_time, e.draw_date = None, date(2026, 4, 1)
+    db.register(e, run)
+    p = _entry(specimen="pt1", patient="P9", key="p")
+    p.draw_time, p.draw_date = None, date(2026, 4, 1)
+    db.register(p, RunInfo())
+    # an undated failing control flags the patients of its own run
+    u = _entry(specimen="C2", patient="control L1", key="u", value=300.0, control_lot="L1")
+    u.draw_time = None
+    run2 = RunInfo()
+    db.register(u, run2)
+    q = _entry(specimen="pt2", patient="P8", key="q", draw_time=datetime(2026, 5, 2, 9))
+    db.register(q, run2)
+    report = db.control_report()
+    assert set(report.violations["rule"]) == {"1-3s"}
+    assert set(report.open_days) == {date(2026, 4, 1), None}
+    flagged = db.populations().query("qc_status == 'fail'")
+    assert set(flagged["specimen"]) == {"pt1", "pt2"}
+
+
+def test_r_4s_is_a_within_run_rule():
+    from cytowhim.westgard import violations
+
+    assert violations([2.1, -2.2]) == [[], []]  # two days: no R-4s
+    assert violations([2.1, -2.2], runs=["d1", "d1"]) == [[], ["R-4s"]]

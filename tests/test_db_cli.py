@@ -120,8 +120,13 @@ def test_run_with_an_unreachable_database_stops_before_gating(trial, tmp_path, c
     assert not (tmp_path / "out" / "populations.csv").exists()
 
 
-def test_manifest_time_columns(tmp_path):
+def test_manifest_time_columns(tmp_path, monkeypatch):
+    import time
+
     from cytowhim.manifest import read_manifest
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")  # the lab's clock: UTC+2 in June
+    time.tzset()
 
     p = tmp_path / "m.csv"
     p.write_text(
@@ -140,7 +145,7 @@ def test_manifest_time_columns(tmp_path):
     assert rows.loc["S1", ["draw_time", "dose_time", "visit"]].tolist() == [
         "2026-06-01T11:00:00", "2026-06-01T08:00:00", "month 6"]  # fmt: skip
     assert rows.loc["S1", "hours_post_dose"] == 3.0 and rows.loc["S1", "draw_date"] == "2026-06-01"
-    assert rows.loc["S4", "draw_time"] == "2026-06-01T09:30:00"  # the wall clock, offset dropped
+    assert rows.loc["S4", "draw_time"] == "2026-06-01T09:30:00"  # +02:00 is the lab's own clock
     assert rows.loc["S4", "control_lot"] == "LOT1"
     assert rows.loc["S6", "hours_post_dose"] == -0.5
     text = "\n".join(map(str, problems))
@@ -148,3 +153,12 @@ def test_manifest_time_columns(tmp_path):
     assert "row 5 (specimen S3), column hours_post_dose: hours_post_dose 5 disagrees" in text
     assert "row 7 (specimen S5), column draw_time: draw_time='2026-13-01T11:00' is not" in text
     assert set(rows.index) == {"S1", "S4", "S6"}
+    # a LIS export in UTC: 22:30Z on 31 May is 00:30 on 1 June in Berlin, the lab's draw date
+    p.write_text(
+        "file,specimen,patient,timepoint,tube,WBC,ANC,ALC,AMC,draw_time,draw_date\n"
+        "a.fcs,S1,P1,peak,T,5000,2000,2000,500,2026-05-31T22:30Z,2026-06-01\n"
+    )
+    table, problems = read_manifest(p)
+    assert not problems and table.loc[0, "draw_time"] == "2026-06-01T00:30:00"
+    monkeypatch.delenv("TZ")
+    time.tzset()

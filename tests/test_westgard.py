@@ -12,15 +12,16 @@ from cytowhim.controls import ControlsError, read_lot_file
 from cytowhim.westgard import violations, z_scores
 
 
-def _where(z, rule):
-    return [i for i, rules in enumerate(violations(z)) if rule in rules]
+def _where(z, rule, runs=None):
+    return [i for i, rules in enumerate(violations(z, runs)) if rule in rules]
 
 
 def test_each_rule_on_its_own_pattern():
     assert _where([0.5, -3.2, 0.1], "1-3s") == [1]
     assert _where([0.5, 2.1, 2.5, 0.0], "2-2s") == [2]
     assert _where([0.5, 2.1, -2.5, 0.0], "2-2s") == []
-    assert _where([0.5, 2.1, -2.5, 0.0], "R-4s") == [2]
+    assert _where([0.5, 2.1, -2.5, 0.0], "R-4s", runs=[1, 2, 2, 3]) == [2]  # within one run
+    assert _where([0.5, 2.1, -2.5, 0.0], "R-4s") == []  # across runs: not R-4s
     assert _where([1.2, 1.5, 1.1, 1.9, -0.2], "4-1s") == [3]
     assert _where([1.2, 1.5, -1.1, 1.9], "4-1s") == []
     z = [0.3] * 9 + [0.1, -0.2]

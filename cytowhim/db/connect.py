@@ -106,7 +106,9 @@ def create(url: str | None = None) -> Any:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # pragma: no cover - driver hooks
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # writers take the write lock at once (and queue); readers don't block them (WAL)
+            write = conn.get_execution_options().get("cytowhim_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     try:
         migrate(engine)
@@ -120,9 +122,12 @@ def create(url: str | None = None) -> Any:
 
 @contextlib.contextmanager
 def writing(engine: Any) -> Iterator[Any]:
-    """A write transaction (SQLite: BEGIN IMMEDIATE, so concurrent writers queue)."""
-    with engine.begin() as conn:
-        yield conn
+    """A write transaction (SQLite: BEGIN IMMEDIATE, so concurrent writers queue; reads take
+    no lock)."""
+    with engine.connect() as conn:
+        conn.execution_options(cytowhim_write=True)
+        with conn.begin():
+            yield conn
 
 
 def _config() -> Any:
@@ -155,7 +160,7 @@ def migrate(engine: Any, to: str = "head") -> None:
     if to == "head" and revision(engine) == head():
         return
     cfg = _config()
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         if engine.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})")
         cfg.attributes["connection"] = conn

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,11 @@ def _time(text: Any) -> datetime | None:
     if not text or text == "nan":
         return None
     return datetime.fromisoformat(text)
+
+
+def _day(text: Any) -> date | None:
+    text = "" if text is None else str(text)
+    return date.fromisoformat(text) if text and text != "nan" else None
 
 
 def _number(value: Any) -> float | None:
@@ -61,9 +66,12 @@ def specimen_entry(
         populations=table,
         tubes=tubes,
         qc_flags=flags,
-        cbc={k: v for k in ("WBC", "ANC", "ALC", "AMC") if (v := _number(first.get(k)))},
+        cbc={
+            k: v for k in ("WBC", "ANC", "ALC", "AMC") if (v := _number(first.get(k))) is not None
+        },
         visit=str(first.get("visit", "") or ""),
         draw_time=_time(first.get("draw_time")),
+        draw_date=_day(first.get("draw_date")),
         dose_time=_time(first.get("dose_time")),
         hours_post_dose=_number(first.get("hours_post_dose")),
         age=_number(first.get("age")),

@@ -16,6 +16,7 @@ SPECIMEN_COLUMNS = (
     "timepoint",
     "visit",
     "draw_time",
+    "draw_date",
     "dose_time",
     "hours_post_dose",
     "age",
@@ -38,6 +39,7 @@ def _specimen_select(latest: bool):
         sp.c.timepoint,
         sp.c.visit,
         sp.c.draw_time,
+        sp.c.draw_date,
         sp.c.dose_time,
         sp.c.hours_post_dose,
         sp.c.age,
@@ -47,11 +49,12 @@ def _specimen_select(latest: bool):
         ru.c.run_uid.label("run"),
         sp.c.registered_utc,
     ).select_from(sp.join(pa, sp.c.patient_id == pa.c.id).join(ru, sp.c.run_id == ru.c.id))
-    if latest:
+    if latest:  # each specimen's own newest version (an alias: correlated to the outer row)
+        other = S.specimens.alias("other")
         newest = (
-            select(func.max(S.specimens.c.version))
-            .where(S.specimens.c.patient_id == sp.c.patient_id)
-            .where(S.specimens.c.specimen == sp.c.specimen)
+            select(func.max(other.c.version))
+            .where(other.c.patient_id == sp.c.patient_id)
+            .where(other.c.specimen == sp.c.specimen)
             .scalar_subquery()
         )
         query = query.where(sp.c.version == newest)
@@ -78,7 +81,7 @@ def specimens(
         frame = pd.DataFrame(conn.execute(query).mappings().all())
     if frame.empty:
         return pd.DataFrame(columns=["specimen_row", *SPECIMEN_COLUMNS])
-    for c in ("draw_time", "dose_time", "registered_utc"):
+    for c in ("draw_time", "dose_time", "registered_utc", "draw_date"):
         frame[c] = pd.to_datetime(frame[c])
     for c in ("hours_post_dose", "age"):
         frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(float)

@@ -19,7 +19,7 @@ import socket
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 import pandas as pd
@@ -68,7 +68,7 @@ class SpecimenEntry:
     ``populations``: its rows of ``populations.csv`` (every tube); ``tubes``: dicts with tube,
     file, file_sha256, strategy_sha256, n_events; ``qc_flags``: dicts with tube, population,
     rule, severity, message; ``cbc``: analyte -> cells/µL (WBC, ANC, ALC, AMC); times naive
-    (the lab's wall clock) or aware (converted to UTC).
+    (the lab's wall clock) or aware (converted to this machine's time zone).
     """
 
     specimen: str
@@ -81,6 +81,7 @@ class SpecimenEntry:
     cbc: Mapping[str, float] = field(default_factory=dict)
     visit: str = ""
     draw_time: datetime | None = None
+    draw_date: date | None = None  # default: draw_time's date
     dose_time: datetime | None = None
     hours_post_dose: float | None = None
     age: float | None = None
@@ -89,12 +90,13 @@ class SpecimenEntry:
 
 
 def _naive(value: datetime | None) -> datetime | None:
+    """The lab's wall clock: an aware time in this machine's time zone, its offset dropped."""
     if value is None or pd.isna(value):
         return None
     if isinstance(value, pd.Timestamp):
         value = value.to_pydatetime()
     if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        value = value.astimezone().replace(tzinfo=None)
     return value
 
 
@@ -119,7 +121,7 @@ def _lock_key(patient: str, specimen: str) -> int:
 
 def register(engine: Any, entry: SpecimenEntry, run: RunInfo) -> str:
     """Register one specimen; 'added' (first version), 'new version' or 'unchanged'."""
-    from sqlalchemy import func, insert, select
+    from sqlalchemy import insert, select
 
     with writing(engine) as conn:
         if engine.dialect.name == "postgresql":
@@ -148,11 +150,15 @@ def register(engine: Any, entry: SpecimenEntry, run: RunInfo) -> str:
                 S.patients.update().where(S.patients.c.id == patient_id).values(sex=entry.sex)
             )
         same = (S.specimens.c.patient_id == patient_id) & (S.specimens.c.specimen == entry.specimen)
-        if conn.execute(
-            select(S.specimens.c.id).where(same & (S.specimens.c.inputs_key == entry.inputs_key))
-        ).first():
-            return "unchanged"
-        last = conn.execute(select(func.max(S.specimens.c.version)).where(same)).scalar()
+        newest = conn.execute(
+            select(S.specimens.c.version, S.specimens.c.inputs_key)
+            .where(same)
+            .order_by(S.specimens.c.version.desc())
+            .limit(1)
+        ).first()
+        if newest is not None and newest.inputs_key == entry.inputs_key:
+            return "unchanged"  # what the newest version holds (earlier inputs again: a new one)
+        last = None if newest is None else newest.version
         run_id = _run_id(conn, engine, run)
         row = conn.execute(
             insert(S.specimens)
@@ -166,6 +172,8 @@ def register(engine: Any, entry: SpecimenEntry, run: RunInfo) -> str:
                 timepoint=_text(entry.timepoint),
                 visit=_text(entry.visit),
                 draw_time=_naive(entry.draw_time),
+                draw_date=entry.draw_date
+                or (None if _naive(entry.draw_time) is None else _naive(entry.draw_time).date()),
                 dose_time=_naive(entry.dose_time),
                 hours_post_dose=_number(entry.hours_post_dose),
                 age=_number(entry.age),

@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -87,11 +88,13 @@ specimens = Table(
     Column("timepoint", String(200), nullable=False),
     Column("visit", String(200), nullable=False),
     Column("draw_time", DateTime),
+    Column("draw_date", Date),  # the manifest's draw_date, or draw_time's date
     Column("dose_time", DateTime),
     Column("hours_post_dose", Float),
     Column("age", Float),
     Column("control_lot", String(200), nullable=False, default=""),  # migration 0002
-    UniqueConstraint("patient_id", "specimen", "inputs_key", name="uq_specimen_inputs"),
+    # not unique: going back to earlier inputs (a corrected manifest) adds a new version
+    Index("ix_specimens_inputs", "patient_id", "specimen", "inputs_key"),
     UniqueConstraint("patient_id", "specimen", "version", name="uq_specimen_version"),
 )
 

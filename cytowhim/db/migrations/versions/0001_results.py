@@ -66,13 +66,14 @@ def upgrade() -> None:
         sa.Column("timepoint", sa.String(200), nullable=False),
         sa.Column("visit", sa.String(200), nullable=False),
         sa.Column("draw_time", sa.DateTime),
+        sa.Column("draw_date", sa.Date),
         sa.Column("dose_time", sa.DateTime),
         sa.Column("hours_post_dose", sa.Float),
         sa.Column("age", sa.Float),
-        sa.UniqueConstraint("patient_id", "specimen", "inputs_key", name="uq_specimen_inputs"),
         sa.UniqueConstraint("patient_id", "specimen", "version", name="uq_specimen_version"),
     )
     op.create_index("ix_specimens_patient_id", "specimens", ["patient_id"])
+    op.create_index("ix_specimens_inputs", "specimens", ["patient_id", "specimen", "inputs_key"])
     for name, columns in (
         (
             "tubes",
