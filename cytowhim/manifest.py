@@ -499,30 +499,35 @@ class _Reader:
             elif shown:
                 self.agree(spec, "sex", _SEXES[shown.lower()], row)
         for key in ("birth_date", "draw_date"):
-            if cell_text(rec.get(key)):
-                try:
-                    day = parse_date(rec[key])
-                except ValueError as exc:
-                    self.report(row, key, spec, f"{key}={cell_text(rec[key])!r} {exc}")
-                else:
-                    if day > date.today():
-                        self.report(row, key, spec, f"{key}={day.isoformat()} is in the future")
-                        continue
-                    self.agree(spec, key, day, row)
+            day = self._past(row, spec, rec, key, parse_date)
+            if day is not None:
+                self.agree(spec, key, day, row)
+
+    def _past(self, row: int, spec: str, rec: dict[str, Any], key: str, parse) -> Any:
+        """``rec[key]`` read by ``parse`` (a date or a date and time); None when blank, or when
+        unreadable or in the future (both reported)."""
+        if not cell_text(rec.get(key)):
+            return None
+        try:
+            value = parse(rec[key])
+        except ValueError as exc:
+            self.report(row, key, spec, f"{key}={cell_text(rec[key])!r} {exc}")
+            return None
+        if isinstance(value, datetime):  # a day's slack: clocks and time zones differ
+            now = datetime.now(value.tzinfo) if value.tzinfo else datetime.now()
+            future = value > now + timedelta(days=1)
+        else:
+            future = value > date.today()
+        if future:
+            self.report(row, key, spec, f"{key}={value.isoformat()} is in the future")
+            return None
+        return value
 
     def _times(self, row: int, spec: str, rec: dict[str, Any], decimal: str | None) -> None:
         """One row's draw and dose times, hours after the dose, visit and control lot."""
         for key in ("draw_time", "dose_time"):
-            if cell_text(rec.get(key)):
-                try:
-                    when = parse_time(rec[key])
-                except ValueError as exc:
-                    self.report(row, key, spec, f"{key}={cell_text(rec[key])!r} {exc}")
-                    continue
-                now = datetime.now(when.tzinfo) if when.tzinfo else datetime.now()
-                if when > now + timedelta(days=1):
-                    self.report(row, key, spec, f"{key}={when.isoformat()} is in the future")
-                    continue
+            when = self._past(row, spec, rec, key, parse_time)
+            if when is not None:
                 self.agree(spec, key, when, row)
         if cell_text(rec.get("hours_post_dose")):
             shown = cell_text(rec["hours_post_dose"])
