@@ -19,6 +19,7 @@ from .cli_common import _error, _failed
 from .cli_db import add_compare_options
 from .cli_db import add_parsers as add_db_parsers
 from .cli_files import add_parsers as add_file_parsers
+from .cli_review import add_parsers as add_review_parsers
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -418,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_compare)
     add_db_parsers(sub)
+    add_review_parsers(sub)
 
     p = sub.add_parser(
         "export",

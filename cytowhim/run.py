@@ -150,6 +150,7 @@ def run_manifest(
     decimal: str | None = None,
     db: Any = None,
     run_info: Any = None,
+    overrides: str | os.PathLike | None = None,
 ) -> RunResult:
     """Gate, count, check and flag every usable tube of a manifest; failures are collected, never
     raised, so one broken file, CBC row or specimen leaves the rest of the run intact. ``jobs``
@@ -171,7 +172,9 @@ def run_manifest(
     :func:`~cytowhim.manifest.read_manifest`). ``db`` (:class:`cytowhim.db.ResultsDB`):
     register each complete specimen there as it finishes (or is reused), with ``run_info``
     (:class:`cytowhim.db.RunInfo`); a specimen that cannot be registered is an error line, the
-    rest goes on. ValueError for ``jobs`` < 1;
+    rest goes on. ``overrides``: an overrides file (:mod:`gating.overrides`; e.g. the reviewed
+    gates ``cytowhim review export-overrides`` writes): its gates are pinned in the files it
+    names, and are part of those specimens' inputs. ValueError for ``jobs`` < 1;
     :class:`~cytowhim.manifest.ManifestError` when the manifest cannot be used at all."""
     from .qc import QCRules
     from .reference import ReferenceIntervals
@@ -185,6 +188,8 @@ def run_manifest(
     reference = reference or ReferenceIntervals.bundled()
     tubes, problems = read_manifest(manifest, units=units, decimal=decimal)
     batch = _Batch(panels, (qc_rules, reporting), reference, out, save_events)
+    if overrides is not None:
+        batch.set_overrides(overrides)
     if db is not None:
         from .db import RunInfo
 
@@ -237,6 +242,14 @@ class _Batch:
         self.sha: dict[str, str] = {}
         self.db: Any = None  # a ResultsDB each finished specimen is registered in
         self.run_info: Any = None
+        self.overrides = ""  # an overrides file
+        self.pins: dict = {}  # its content: FCS file name -> population -> pinned gate
+
+    def set_overrides(self, path) -> None:
+        from gating.limits import read_yaml
+
+        self.overrides = str(Path(path).resolve())
+        self.pins = read_yaml(Path(path), "overrides file") or {}
 
     def hashes(self, path) -> str:
         from .store import file_sha256
@@ -253,7 +266,16 @@ class _Batch:
         return self.sha[key]
 
     def key(self, spec_tubes: pd.DataFrame) -> str:
-        return _inputs_key(spec_tubes, self.panels, self.rules, self.reference, self.hashes)
+        key = _inputs_key(spec_tubes, self.panels, self.rules, self.reference, self.hashes)
+        names = [Path(f).name for f in spec_tubes.file]
+        pins = {n: self.pins[n] for n in names if n in self.pins}
+        if not pins:  # without overrides, the key of earlier versions
+            return key
+        import json
+
+        from .store import text_sha256
+
+        return text_sha256(json.dumps([key, pins], sort_keys=True, default=str))
 
     def run(self, tubes, problems, progress, jobs, scheduler) -> RunResult:
         groups = dict(list(tubes.groupby("specimen", sort=False)))
@@ -278,6 +300,7 @@ class _Batch:
                         overrides,
                         self.save_events,
                         markers,
+                        self.overrides,
                     )
                 )
                 owner.append((spec, i))

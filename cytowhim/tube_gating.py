@@ -27,6 +27,7 @@ class TubeTask:
     strategies: tuple[tuple[str, str], ...] = ()  # --strategy TUBE=FILE overrides
     save_events: bool = False  # return each population's membership (for --save-events)
     markers: tuple[tuple[str, str], ...] = ()  # strategy name -> the file's marker or channel
+    overrides: str = ""  # an overrides file (gating.overrides): reviewers' gates per FCS file
 
 
 @dataclass
@@ -65,6 +66,8 @@ def gate_tube(task: TubeTask) -> TubeOutcome:
     try:  # an exception other than these is the executor's failure (e.g. a broken install)
         panels = _panels_for(task)
         strategy = panels.strategy(task.tube)
+        if task.overrides:
+            strategy = pinned(strategy, task.overrides, task.file)
     except (FCSError, GatingError, PanelError) as exc:
         return TubeOutcome(task, error=str(exc))
     except OSError as exc:
@@ -92,6 +95,60 @@ def gate_tube(task: TubeTask) -> TubeOutcome:
             "please report it with this line (cytowhim --debug run ... shows the traceback)",
             traceback=traceback.format_exc(),
         )
+    return outcome_of(task, panels, strategy, sample, result)
+
+
+def pinned(strategy, overrides: str, file: str):
+    """``strategy`` with the gates the overrides file ``overrides`` (:mod:`gating.overrides`)
+    pins for ``file`` (matched by file name; the other files' entries are not read here)."""
+    from gating.errors import StrategyError
+    from gating.limits import read_yaml
+
+    st = os.stat(overrides)
+    key = (overrides, st.st_mtime_ns, st.st_size)  # an edited file is read again
+    if key not in _OVERRIDES:
+        _OVERRIDES[key] = read_yaml(Path(overrides), "overrides file") or {}
+    doc = _OVERRIDES[key]
+    if not isinstance(doc, dict):
+        raise StrategyError(f"{overrides}: expected FCS file names mapping to populations")
+    name = Path(file).name
+    pops = doc.get(name)
+    if not pops:
+        return strategy
+    if not isinstance(pops, dict):
+        raise StrategyError(f"{overrides}: {name}: expected populations with a gate each")
+    pins = {}
+    for pop, spec in pops.items():
+        where = f"{overrides}: {name}: population {pop!r}"
+        try:
+            strategy.resolve_name(str(pop))
+        except KeyError:
+            raise StrategyError(f"{where} is not in {strategy.source or 'the strategy'}") from None
+        if not isinstance(spec, dict) or "gate" not in spec:
+            raise StrategyError(f"{where}: needs a gate (and a reason)")
+        gate = override_gate(strategy, where, spec["gate"])
+        pins[str(pop)] = (gate, str(spec.get("reason", "pinned by a reviewer")))
+    return strategy.pin(pins)
+
+
+def override_gate(strategy, where: str, doc):
+    """A gate written as in a strategy file, read for ``strategy`` as
+    :func:`gating.overrides.load_overrides` reads it (its transforms and compensation)."""
+    from gating.yaml_format import _Loader
+
+    loader = _Loader(Path(strategy.source or "strategy"), {})
+    loader.transforms = dict(strategy.transforms)
+    loader.compensations = dict(strategy.compensations)
+    if len(strategy.compensations) == 1:
+        loader.default_comp = next(iter(strategy.compensations))
+    return loader._gate(where, doc)
+
+
+_OVERRIDES: dict[tuple, object] = {}
+
+
+def outcome_of(task: TubeTask, panels: Panels, strategy, sample, result) -> TubeOutcome:
+    """The outcome of gating ``sample`` (``task``'s file) into ``result`` with ``strategy``."""
     stats = result.stats()
     counts = dict(zip(stats["name"], stats["count"]))
     parent_pct = dict(zip(stats["name"], stats["percent_of_parent"]))

@@ -190,7 +190,7 @@ def test_a_first_version_database_is_upgraded_in_place(db_url):
         )
     engine.dispose()
     db = ResultsDB(db_url)  # opening migrates to the newest schema
-    assert connect.revision(db.engine) == connect.head() == "0002"
+    assert connect.revision(db.engine) == connect.head() == "0003"
     row = db.populations().iloc[0]
     assert (row["specimen"], row["absolute_per_uL"], row["control_lot"]) == ("S-old", 812.0, "")
     assert db.control_targets().empty

@@ -11,6 +11,7 @@ tables; :mod:`tests.test_db` checks that they agree.
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -165,4 +166,64 @@ control_reviews = Table(  # migration 0002
     Column("reviewed_by", String(200), nullable=False),
     Column("reviewed_utc", DateTime, nullable=False),
     Column("reason", Text, nullable=False),
+)
+
+# --- review and sign-out (migration 0003; cytowhim.db.review) ---------------------------------
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),
+    Column("role", String(16), nullable=False),  # technician | director
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_utc", DateTime, nullable=False),
+)
+
+review_status = Table(  # one row per patient's specimen (all its versions)
+    "review_status",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("patient", String(200), nullable=False),
+    Column("specimen", String(200), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | reviewed | released
+    Column("etag", Integer, nullable=False),  # bumped by every change of the specimen
+    Column("changed_by", String(200), nullable=False),
+    Column("changed_utc", DateTime, nullable=False),
+    UniqueConstraint("patient", "specimen", name="uq_review_status"),
+)
+
+gate_overrides = Table(
+    "gate_overrides",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("patient", String(200), nullable=False),
+    Column("specimen", String(200), nullable=False),
+    Column("tube", String(200), nullable=False),
+    Column("file", Text, nullable=False),
+    Column("population", String(200), nullable=False),
+    Column("gate_before", Text, nullable=False),  # JSON: the gate as in a strategy file
+    Column("gate_after", Text, nullable=False),
+    Column("counts_before", Text, nullable=False),  # JSON: population -> events, absolute
+    Column("counts_after", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_utc", DateTime, nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+    Index("ix_gate_overrides_specimen", "patient", "specimen"),
+)
+
+review_audit = Table(  # append-only: triggers refuse UPDATE and DELETE
+    "review_audit",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("utc", DateTime, nullable=False),
+    Column("user_name", String(200), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("patient", String(200), nullable=False),
+    Column("specimen", String(200), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("before", Text, nullable=False),  # JSON
+    Column("after", Text, nullable=False),  # JSON
 )
