@@ -167,8 +167,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.dir is None:
         _error("compare: give a run folder DIR (written by cytowhim run), or --db URL")
         return 2
-    if args.patients or args.visits:
-        _error("compare: --patients and --visits choose a cohort from the database (--db URL)")
+    if args.patients or args.visits or args.released:
+        _error(
+            "compare: --patients, --visits and --released choose a cohort from the database "
+            "(--db URL)"
+        )
         return 2
 
     try:

@@ -30,6 +30,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", metavar="URL", help="results database (default: $CYTOWHIM_DB or the "
                    "user's SQLite file)")  # fmt: skip
     p.add_argument("--out", "-o", required=True, metavar="DIR")
+    p.add_argument("--released", action="store_true", help="only specimens a director released")
     p.set_defaults(func=cmd_history)
 
     p = sub.add_parser(
@@ -61,6 +62,8 @@ def add_compare_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patients", nargs="+", metavar="P", help="with --db: only these patients")
     p.add_argument("--visits", nargs="+", metavar="V", help="with --db: only specimens of these "
                    "visits (manifest column visit)")  # fmt: skip
+    p.add_argument("--released", action="store_true", help="with --db: only specimens a "
+                   "director released (cytowhim review)")  # fmt: skip
 
 
 def _open(url: str | None):
@@ -76,7 +79,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     try:
         db = _open(args.db)
         try:
-            table = db.history(args.patient, args.population)
+            table = db.history(args.patient, args.population, released_only=args.released)
         finally:
             db.close()
         paths = write_history(table, args.out, args.patient)
@@ -147,7 +150,9 @@ def compare_db(args: argparse.Namespace) -> int:
     try:
         db = _open(args.db)
         try:
-            table = db.population_table(args.patients, visits=args.visits)
+            table = db.population_table(
+                args.patients, visits=args.visits, released_only=args.released
+            )
             where = db.url
         finally:
             db.close()

@@ -412,3 +412,22 @@ def test_r_4s_is_a_within_run_rule():
 
     assert violations([2.1, -2.2]) == [[], []]  # two days: no R-4s
     assert violations([2.1, -2.2], runs=["d1", "d1"]) == [[], ["R-4s"]]
+
+
+def test_history_and_the_cohort_can_be_limited_to_released_results(db_url):
+    from cytowhim.db import review
+
+    db = ResultsDB(db_url)
+    for k in range(2):
+        db.register(
+            _entry(specimen=f"S{k}", key="k", draw_time=datetime(2026, 1, 5 + k, 8)), RunInfo()
+        )
+    director = {"name": "dora", "role": "director"}
+    review.set_status(db.engine, "P1", "S1", "release", director, etag=0)
+    assert set(db.population_table()["specimen"]) == {"S0", "S1"}
+    assert set(db.population_table(released_only=True)["specimen"]) == {"S1"}
+    hist = db.history("P1", ["CD4+ T cells", "WBC"], released_only=True)
+    assert set(hist["specimen"]) == {"S1"} and len(hist) == 2
+    with pytest.raises(DatabaseError, match="no released results for patient 'P2'"):
+        db.register(_entry(specimen="X", patient="P2", key="k"), RunInfo())
+        db.history("P2", released_only=True)

@@ -164,21 +164,30 @@ class ResultsDB:
         latest: bool = True,
         controls: bool = False,
         flag_controls: bool = True,
+        released_only: bool = False,
     ) -> pd.DataFrame:
         """Population rows (the columns of ``populations.csv`` with visit, draw_time,
         hours_post_dose, version, run ...). Patient rows drawn on a day whose control broke a
         Westgard rule, not yet reviewed, carry QC 'control out of range' (``flag_controls``).
-        ``controls=True``: the control material's rows instead."""
+        ``controls=True``: the control material's rows instead. ``released_only``: only
+        specimens a director released (``cytowhim review``)."""
         table = query.populations(self.engine, patients, latest=latest, controls=controls)
+        if released_only:
+            table = query.only_released(self.engine, table)
         if flag_controls and not controls:
             from ..controls import flag_patients
 
             table = flag_patients(table, self.control_report())
         return table.drop(columns="specimen_row")
 
-    def cbc(self, patients: Sequence[str] | None = None) -> pd.DataFrame:
+    def cbc(
+        self, patients: Sequence[str] | None = None, *, released_only: bool = False
+    ) -> pd.DataFrame:
         """CBC values (cells/µL): specimen details + analyte, per_uL."""
-        return query.cbc(self.engine, patients).drop(columns="specimen_row")
+        table = query.cbc(self.engine, patients)
+        if released_only:
+            table = query.only_released(self.engine, table)
+        return table.drop(columns="specimen_row")
 
     def qc_flags(self, patients: Sequence[str] | None = None) -> pd.DataFrame:
         """QC flags of the newest specimen versions."""
@@ -190,10 +199,12 @@ class ResultsDB:
         *,
         timepoints: Sequence[str] | None = None,
         visits: Sequence[str] | None = None,
+        released_only: bool = False,
     ) -> pd.DataFrame:
         """The newest counts as ``populations.csv`` has them (what ``compare`` takes), for a
-        cohort: given patients, and/or specimens of given timepoints or visits."""
-        table = self.populations(patients)
+        cohort: given patients, and/or specimens of given timepoints or visits (``released_only``:
+        of released specimens only)."""
+        table = self.populations(patients, released_only=released_only)
         if timepoints is not None:
             table = table[table["timepoint"].isin([str(t) for t in timepoints])]
         if visits is not None:
@@ -206,17 +217,20 @@ class ResultsDB:
         populations: Sequence[str] | None = None,
         *,
         sources: dict[str, str] | None = None,
+        released_only: bool = False,
     ) -> pd.DataFrame:
         """One patient's counts over time (:data:`HISTORY_COLUMNS`): each population from its
         reporting tube (``sources``; default the bundled panels' ``report:``), and the CBC
-        (WBC, ANC, ALC, AMC; tube 'CBC'), in draw order."""
+        (WBC, ANC, ALC, AMC; tube 'CBC'), in draw order (``released_only``: of released
+        specimens only)."""
         from ..compare import _choose_tubes
 
-        table = self.populations([patient])
+        table = self.populations([patient], released_only=released_only)
         if table.empty:
             known = ", ".join(self.patients()["patient"].head(20)) or "none"
+            what = "released results" if released_only else "results"
             raise DatabaseError(
-                f"results database {self.url}: no results for patient {patient!r} "
+                f"results database {self.url}: no {what} for patient {patient!r} "
                 f"(patients: {known})"
             )
         if sources is None:
@@ -239,7 +253,7 @@ class ResultsDB:
         rows = table[keep].rename(
             columns={"absolute_error_per_uL": "error", "reference_flag": "flag"}
         )
-        cbc = self.cbc([patient])
+        cbc = self.cbc([patient], released_only=released_only)
         if populations is not None:
             cbc = cbc[cbc["analyte"].isin(populations)]
         if not cbc.empty:

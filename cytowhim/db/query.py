@@ -150,3 +150,20 @@ def patients(engine: Any) -> pd.DataFrame:
         sex=("sex", "first"),
     )
     return base.reset_index()[["patient", "sex", "specimens", "first_draw", "last_draw"]]
+
+
+def released(engine: Any) -> set[tuple[str, str]]:
+    """(patient, specimen) of every specimen a director has released (``cytowhim review``)."""
+    from sqlalchemy import select
+
+    t = S.review_status
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.c.patient, t.c.specimen).where(t.c.status == "released"))
+        return {(r.patient, r.specimen) for r in rows}
+
+
+def only_released(engine: Any, table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of released specimens only (columns patient and specimen)."""
+    keep = released(engine)
+    mask = [(p, s) in keep for p, s in zip(table["patient"], table["specimen"])]
+    return table[mask]
