@@ -135,7 +135,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                 db=db,
                 run_info=run_info,
             )
-            path = write_run(result, args.out, manifest=args.manifest, panels=panels)
+            path = write_run(
+                result,
+                args.out,
+                manifest=args.manifest,
+                panels=panels,
+                lab_files={"qc": args.qc, "reference": args.reference},
+            )
     except CytowhimError as exc:  # locked, disk full, Dask unreachable or failing, manifest gone
         return _failed(args, exc)
     finally:

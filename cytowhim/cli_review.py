@@ -60,6 +60,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--overrides", metavar="FILE", help="an overrides file instead of the database's"
     )
     rr.add_argument("--panels", metavar="FILE", help="panel file (default: the bundled one)")
+    rr.add_argument(
+        "--qc", metavar="FILE", help="the lab's QC thresholds and reporting rules (YAML)"
+    )
+    rr.add_argument(
+        "--reference", metavar="FILE", help="the lab's reference intervals (CSV; default bundled)"
+    )
     rr.add_argument("--jobs", "-j", type=int, default=1, metavar="N", help="worker processes")
     rr.set_defaults(func=cmd_review_rerun)
 
@@ -183,6 +189,15 @@ def cmd_review_rerun(args: argparse.Namespace) -> int:
     db = None
     try:
         panels = Panels.load(args.panels)
+        qc_rules = reporting = reference = None
+        if args.qc:
+            from .qc import read_lab_rules
+
+            qc_rules, reporting = read_lab_rules(args.qc)
+        if args.reference:
+            from .reference import ReferenceIntervals
+
+            reference = ReferenceIntervals.load(args.reference)
         db = ResultsDB(args.db)
         with output_lock(args.out):
             overrides = args.overrides
@@ -198,8 +213,17 @@ def cmd_review_rerun(args: argparse.Namespace) -> int:
                 db=db,
                 run_info=run_info(args.out, panels),
                 overrides=overrides,
+                qc_rules=qc_rules,
+                reporting=reporting,
+                reference=reference,
             )
-            path = write_run(result, args.out, manifest=args.manifest, panels=panels)
+            path = write_run(
+                result,
+                args.out,
+                manifest=args.manifest,
+                panels=panels,
+                lab_files={"qc": args.qc, "reference": args.reference},
+            )
     except (CytowhimError, ValueError, OSError) as exc:
         _error(" ".join(str(exc).split()))
         return 2

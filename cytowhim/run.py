@@ -429,9 +429,12 @@ def write_run(
     out: str | os.PathLike,
     manifest: str | os.PathLike | None = None,
     panels: Panels | None = None,
+    lab_files: dict[str, Any] | None = None,
 ) -> Path:
     """DIR/populations.csv, DIR/qc_flags.csv, (when something failed) DIR/errors.csv, and
-    DIR/run.json naming the manifest, panel file and strategies (for ``cytowhim report``).
+    DIR/run.json naming the manifest, panel file and strategies (for ``cytowhim report``), and
+    ``lab_files`` given (``{"qc": --qc FILE, "reference": --reference FILE}``, None: defaults)
+    the lab's QC rules and reference intervals the run counted with (for ``cytowhim review``).
     The CSV files are UTF-8 with a byte-order mark (Excel opens them with the right encoding).
 
     Each file is written to a temporary name and renamed into place (never half-written), under
@@ -463,6 +466,9 @@ def write_run(
                     }
                     if panels.extra_markers:  # --markers FILE, for cytowhim report's regating
                         info["markers"] = dict(panels.extra_markers)
+                for key, path in (lab_files or {}).items():
+                    if path:
+                        info[key] = str(Path(path).resolve())
                 text = json.dumps(info, indent=2, ensure_ascii=False) + "\n"
                 _write_bytes(text.encode("utf-8"), out / "run.json")
         except OSError as exc:

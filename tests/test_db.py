@@ -431,3 +431,17 @@ def test_history_and_the_cohort_can_be_limited_to_released_results(db_url):
     with pytest.raises(DatabaseError, match="no released results for patient 'P2'"):
         db.register(_entry(specimen="X", patient="P2", key="k"), RunInfo())
         db.history("P2", released_only=True)
+
+
+def test_a_version_registered_after_the_release_is_not_released(db_url):
+    import time
+
+    from cytowhim.db import review
+
+    db = ResultsDB(db_url)
+    db.register(_entry(specimen="S1", key="a"), RunInfo())
+    review.set_status(db.engine, "P1", "S1", "release", {"name": "d", "role": "director"}, 0)
+    assert len(db.population_table(released_only=True)) == 2
+    time.sleep(1.1)  # registration times are stored to the second
+    db.register(_entry(specimen="S1", key="b", value=900.0), RunInfo())  # changed inputs
+    assert db.population_table(released_only=True).empty

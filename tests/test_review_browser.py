@@ -190,3 +190,31 @@ def test_review_drag_sign_out_in_the_browser(server, browser):
     assert ov["counts_after"]["T cells"]["events"] == int(after.replace(",", ""))
     trail = [(a["user_name"], a["action"]) for a in R.audit_trail(engine, patient, specimen)]
     assert trail == [("tom", "gate override"), ("tom", "review"), ("dora", "release")]
+
+
+def test_dragging_a_quadrant_centre_moves_its_siblings(server, browser):
+    base, engine = server
+    row = next(r for r in R.worklist(engine) if r["status"] == "pending")
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    _login(page, base, "tom", "technician-pass")
+    page.goto(f"{base}/specimen/{row['patient']}/{row['specimen']}")
+    page.wait_for_selector("#specimen[data-ready='1']", timeout=60_000)
+    tube_t = 'section:has(table.pops[data-tube="T"]) '
+    sibling = page.locator(tube_t + '.plot[data-population="CD8+ T cells"] circle.centre').first
+    sibling_x = float(sibling.get_attribute("cx"))
+    before = _events(page, "CD4+ T cells")
+    dot = page.locator(tube_t + '.plot[data-population="CD4+ T cells"] circle.centre').first
+    dot.scroll_into_view_if_needed()
+    box = dot.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 30, y, steps=5)
+    page.mouse.move(x + 60, y, steps=5)
+    page.mouse.up()
+    page.wait_for_selector('table.pops[data-tube="T"] tr.changed[data-population="CD4+ T cells"]')
+    assert int(_events(page, "CD4+ T cells").replace(",", "")) < int(before.replace(",", ""))
+    sibling = page.locator(tube_t + '.plot[data-population="CD8+ T cells"] circle.centre').first
+    assert float(sibling.get_attribute("cx")) > sibling_x + 20  # redrawn at the new centre
+    context.close()

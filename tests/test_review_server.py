@@ -449,3 +449,205 @@ def test_polygon_vertices_and_rectangle_edges_are_regated(app):
     r = _post(tech, spec + "/regate", {"tube": "T", "population": "T cells", "gate": bad})
     assert r.status_code == 400 and r.get_json()["error"]
     assert tech.get(spec).get_json()["etag"] == state["etag"]  # nothing stored
+
+
+# --- what the release check and the counts are made of ---------------------------------------
+
+
+def _copy(reviewed_run, tmp_path):
+    """A copy of the module's database (the other tests' changes stay theirs)."""
+    import shutil
+
+    folder, _url = reviewed_run
+    shutil.copy(folder / "results.sqlite", tmp_path / "copy.sqlite")
+    return f"sqlite:///{tmp_path / 'copy.sqlite'}"
+
+
+def test_a_failing_control_blocks_release_without_a_reason(reviewed_run, tmp_path):
+    from datetime import date, datetime, timedelta
+
+    import numpy as np
+    import pandas as pd
+
+    from cytowhim.db import ResultsDB
+    from cytowhim.db.register import RunInfo
+    from cytowhim.review.server import create_app
+    from tests.test_db import _entry
+
+    url = _copy(reviewed_run, tmp_path)
+    db = ResultsDB(url)
+    entry = next(r for r in R.worklist(db.engine) if r["specimen"] == "P1-peak")
+    targets = pd.DataFrame(
+        [{"lot": "L1", "population": "CD4+ T cells", "tube": "", "mean": 800.0, "sd": 40.0,
+          "low": np.nan, "high": np.nan}]
+    )  # fmt: skip
+    db.set_control_targets(targets, "lot sheet")
+    values = [800.0, 790.0, 810.0, 805.0, 795.0, 800 + 2.3 * 40, 800 + 2.6 * 40]  # 2-2s at the end
+    for k, v in enumerate(values):  # the control gated in the same run as the patients
+        day = datetime.combine(date(2026, 3, 1) + timedelta(days=k), datetime.min.time())
+        run = RunInfo(run_uid=entry["run_uid"], out_dir=entry["out_dir"])
+        db.register(_entry(specimen=f"C{k}", patient="control L1", key=f"c{k}", value=v,
+                           control_lot="L1", draw_time=day), run)  # fmt: skip
+    assert (db.populations(["P1"]).query("specimen == 'P1-peak'")["qc_status"] == "fail").all()
+    client = _client(create_app(url), "dora", "director-pass")
+    spec = "/api/specimen/P1/P1-peak"
+    state = client.get(spec).get_json()
+    assert state["qc_failed"] and "2-2s" in state["control_failures"][0]
+    row = state["tubes"][0]["rows"][0]
+    assert row["qc_status"] == "fail" and "control out of range" in row["qc"]
+    r = _post(client, spec + "/status", {"action": "release", "etag": state["etag"]})
+    assert r.status_code == 400 and "QC failed" in r.get_json()["error"]
+    r = _post(client, spec + "/status",
+              {"action": "release", "etag": state["etag"], "reason": "control repeated in range"})  # fmt: skip
+    assert r.status_code == 200 and r.get_json()["status"] == "released"
+    (audit,) = [a for a in R.audit_trail(db.engine, "P1", "P1-peak") if a["action"] == "release"]
+    assert '"qc_failed": true' in audit["after"] and audit["detail"] == "control repeated in range"
+    db.close()
+
+
+def _one_specimen_manifest(reviewed_run, tmp_path, specimen, **changes):
+    import pandas as pd
+
+    folder, _url = reviewed_run
+    sim = folder / "sim"
+    rows = pd.read_csv(sim / "manifest.csv")
+    rows = rows[rows["specimen"] == specimen].copy()
+    rows["file"] = [str(sim / f) for f in rows["file"]]
+    for k, v in changes.items():
+        rows[k] = v
+    path = tmp_path / f"manifest-{specimen}.csv"
+    rows.to_csv(path, index=False)
+    return path
+
+
+def test_the_page_counts_with_the_runs_reference_intervals(reviewed_run, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from cytowhim.cli import main
+    from cytowhim.review.server import create_app
+
+    manifest = _one_specimen_manifest(reviewed_run, tmp_path, "P1-baseline")
+    reference = tmp_path / "lab-reference.csv"
+    reference.write_text("population,low,high,units,source\nCD4+ T cells,1,2,cells/uL,our lab\n")
+    url = f"sqlite:///{tmp_path / 'ref.sqlite'}"
+    out = tmp_path / "out"
+    assert main(["run", str(manifest), "--out", str(out), "--db", url, "--reference",
+                 str(reference), "-q"]) == 0  # fmt: skip
+    assert json.loads((out / "run.json").read_text())["reference"] == str(reference.resolve())
+    R.add_user(_engine(url), "tom", "technician-pass", "technician")
+    csv = pd.read_csv(out / "populations.csv", encoding="utf-8-sig")
+    mine = csv[(csv.tube == "T") & (csv.population == "CD4+ T cells")].iloc[0]
+    assert mine["reference_flag"] and mine["reference_high"] == 2  # the lab's, not the bundled
+    client = _client(create_app(url), "tom", "technician-pass")
+    state = client.get("/api/specimen/P1/P1-baseline").get_json()
+    tube = next(t for t in state["tubes"] if t["tube"] == "T")
+    row = next(r for r in tube["rows"] if r["population"] == "CD4+ T cells")
+    assert row["reference_flag"] == mine["reference_flag"]
+    assert (row["reference_low"], row["reference_high"]) == (1, 2)
+
+
+def test_a_newer_version_after_release_is_pending_again(reviewed_run, tmp_path):
+    from cytowhim.cli import main
+    from cytowhim.review.server import create_app
+
+    url = _copy(reviewed_run, tmp_path)
+    app = create_app(url)
+    director = _client(app, "dora", "director-pass")
+    spec = "/api/specimen/P1/P1-peak"
+    state = director.get(spec).get_json()
+    r = _post(director, spec + "/status",
+              {"action": "release", "etag": state["etag"], "reason": "checked"})  # fmt: skip
+    assert r.status_code == 200
+    assert "P1-peak" in director.get("/?patient=P1&status=released").get_data(as_text=True)
+    # a re-run with a changed input (the CBC corrected): a new version of the specimen
+    manifest = _one_specimen_manifest(reviewed_run, tmp_path, "P1-peak", WBC=4321.0)
+    assert main(["run", str(manifest), "--out", str(tmp_path / "rerun"), "--db", url, "-q"]) == 0
+    (row,) = [w for w in R.worklist(_engine(url)) if w["specimen"] == "P1-peak"]
+    assert row["version"] == 2 and row["status"] == "pending"
+    after = director.get(spec).get_json()
+    assert after["status"] == "pending" and after["etag"] == state["etag"] + 2
+    page = director.get("/?patient=P1&status=released").get_data(as_text=True)
+    assert "P1-peak" not in page
+    new = after["audit"][-1]
+    assert new["action"] == "new version" and new["user_name"] == "system"
+    assert "version 2" in new["detail"] and "released" in new["detail"]
+    assert len([a for a in after["audit"] if a["action"] == "new version"]) == 1  # once
+    # signed again at version 2: it stays released
+    r = _post(director, spec + "/status",
+              {"action": "release", "etag": after["etag"], "reason": "checked v2"})  # fmt: skip
+    assert r.status_code == 200
+    assert director.get(spec).get_json()["status"] == "released"
+
+
+# --- moving a quadrant's centre and an ellipse -------------------------------------------------
+
+
+def test_a_quadrant_centre_moves_its_sibling_quadrants_together(reviewed_run, tmp_path):
+    from cytowhim.review.model import quadrant_centre
+    from cytowhim.review.server import create_app
+
+    url = _copy(reviewed_run, tmp_path)
+    tech = _client(create_app(url), "tom", "technician-pass")
+    spec = "/api/specimen/P1/P1-peak"
+    state = tech.get(spec).get_json()
+    tube = next(t for t in state["tubes"] if t["tube"] == "T")
+    plots = {p["population"]: p for p in tube["plots"]}
+    events = {r["population"]: r["events"] for r in tube["rows"]}
+    x, y = quadrant_centre(plots["CD4+ T cells"]["doc"])
+    assert quadrant_centre(plots["CD8+ T cells"]["doc"]) == [x, y]
+    (_x0, x1), (_y0, y1) = plots["CD4+ T cells"]["extent"]
+    centre = [(x + x1) / 2, (y + y1) / 2]  # into both bright populations
+    body = {"tube": "T", "population": "CD4+ T cells", "centre": centre}
+    r = _post(tech, spec + "/regate", body)
+    assert r.status_code == 200, r.get_json()
+    moved = r.get_json()["gates"]
+    assert set(moved) == {"CD4+ T cells", "CD8+ T cells"}  # both thresholds of both quadrants
+    assert all(quadrant_centre(d) == centre for d in moved.values())
+    rows = {x["population"]: x["events"] for x in r.get_json()["rows"]}
+    assert rows["CD4+ T cells"] < events["CD4+ T cells"]  # its CD4 threshold moved up
+    assert rows["T cells"] == events["T cells"]  # the parent is not touched
+    r = _post(tech, spec + "/regate", {"tube": "T", "population": "T cells", "centre": centre})
+    assert r.status_code == 400 and "quadrant" in r.get_json()["error"]
+    r = _post(tech, spec + "/override", {**body, "etag": state["etag"], "reason": "CD4 dim"})
+    assert r.status_code == 200 and r.get_json()["etag"] == state["etag"] + 1  # one step
+    after = tech.get(spec).get_json()
+    assert {o["population"] for o in after["overrides"]} == {"CD4+ T cells", "CD8+ T cells"}
+    tube = next(t for t in after["tubes"] if t["tube"] == "T")
+    plots = {p["population"]: p for p in tube["plots"]}
+    assert quadrant_centre(plots["CD8+ T cells"]["doc"]) == centre
+    assert plots["CD8+ T cells"]["pinned"] == "CD4 dim"
+    assert {x["population"]: x["events"] for x in tube["rows"]} == rows
+
+
+def test_an_ellipse_is_drawn_with_its_centre_and_moved(reviewed_run, tmp_path):
+    from cytowhim.review.server import create_app
+
+    url = _copy(reviewed_run, tmp_path)
+    tech = _client(create_app(url), "tom", "technician-pass")
+    spec = "/api/specimen/P1/P1-peak"
+    state = tech.get(spec).get_json()
+    tube = next(t for t in state["tubes"] if t["tube"] == "T")
+    poly = next(p for p in tube["plots"] if p["population"] == "singlets")["doc"]["polygon"]
+    xs = [v[0] for v in poly["vertices"]]
+    ys = [v[1] for v in poly["vertices"]]
+    mean = [sum(xs) / len(xs), sum(ys) / len(ys)]
+    sx, sy = (max(xs) - min(xs)) / 4, (max(ys) - min(ys)) / 4
+    ellipse = {"ellipse": {"dimensions": [poly["x"], poly["y"]], "mean": mean,
+                           "covariance": [[sx * sx, 0.0], [0.0, sy * sy]], "distance_square": 4.0}}  # fmt: skip
+    body = {"tube": "T", "population": "singlets", "gate": ellipse}
+    r = _post(tech, spec + "/override", {**body, "etag": state["etag"], "reason": "round gate"})
+    assert r.status_code == 200, r.get_json()
+    state = tech.get(spec).get_json()
+    tube = next(t for t in state["tubes"] if t["tube"] == "T")
+    plot = next(p for p in tube["plots"] if p["population"] == "singlets")
+    assert plot["kind"] == "ellipsoid" and plot["outline"]
+    assert plot["mean"] == pytest.approx(mean) and plot["doc"]["ellipse"]["mean"] == plot["mean"]
+    before = next(x["events"] for x in tube["rows"] if x["population"] == "singlets")
+    moved = plot["doc"]
+    moved["ellipse"]["mean"] = [mean[0] + 2 * sx, mean[1]]  # the centre dragged right
+    r = _post(tech, spec + "/regate", {**body, "gate": moved})
+    assert r.status_code == 200, r.get_json()
+    after = next(x["events"] for x in r.get_json()["rows"] if x["population"] == "singlets")
+    assert after < before

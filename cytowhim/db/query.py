@@ -152,18 +152,24 @@ def patients(engine: Any) -> pd.DataFrame:
     return base.reset_index()[["patient", "sex", "specimens", "first_draw", "last_draw"]]
 
 
-def released(engine: Any) -> set[tuple[str, str]]:
-    """(patient, specimen) of every specimen a director has released (``cytowhim review``)."""
+def released(engine: Any) -> dict[tuple[str, str], Any]:
+    """(patient, specimen) -> when a director released it (``cytowhim review``)."""
     from sqlalchemy import select
 
     t = S.review_status
     with engine.connect() as conn:
-        rows = conn.execute(select(t.c.patient, t.c.specimen).where(t.c.status == "released"))
-        return {(r.patient, r.specimen) for r in rows}
+        rows = conn.execute(
+            select(t.c.patient, t.c.specimen, t.c.changed_utc).where(t.c.status == "released")
+        )
+        return {(r.patient, r.specimen): r.changed_utc for r in rows}
 
 
 def only_released(engine: Any, table: pd.DataFrame) -> pd.DataFrame:
-    """The rows of released specimens only (columns patient and specimen)."""
+    """The rows of released specimens only (columns patient, specimen, registered_utc): a
+    version registered after the release (a re-run with changed inputs) is not released."""
     keep = released(engine)
-    mask = [(p, s) in keep for p, s in zip(table["patient"], table["specimen"])]
+    mask = []
+    for p, s, registered in zip(table["patient"], table["specimen"], table["registered_utc"]):
+        when = keep.get((p, s))
+        mask.append(when is not None and pd.Timestamp(registered) <= pd.Timestamp(when))
     return table[mask]

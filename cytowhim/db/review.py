@@ -214,9 +214,13 @@ def set_status(
     etag: int,
     reason: str = "",
     qc_failed: bool = False,
+    version: int | None = None,
+    run_uid: str = "",
 ) -> dict[str, Any]:
     """``action``: 'review' (technician or director), 'release' and 'unrelease' (director).
     A failed QC blocks release unless a reason is given; un-release needs a reason.
+    ``version`` (and ``run_uid``): the registered version the user saw, kept in the audit row; a
+    newer version registered later takes the specimen back to pending (:func:`worklist`).
     Forbidden, Conflict or ReviewError when not allowed; returns the new status."""
     role, name = who["role"], who["name"]
     reason = (reason or "").strip()
@@ -254,9 +258,64 @@ def set_status(
             specimen,
             reason,
             {"status": current, "etag": old["etag"]},
-            {"status": new, "etag": bumped["new"]["etag"], "qc_failed": qc_failed},
+            {"status": new, "etag": bumped["new"]["etag"], "qc_failed": qc_failed}
+            | ({"version": int(version), "run_uid": run_uid} if version is not None else {}),
         )
         return bumped["new"]
+
+
+SIGN_ACTIONS = ("review", "release", "unrelease")
+
+
+def _pending_again(engine: Any, rows: list[dict[str, Any]]) -> None:
+    """Specimens reviewed or released at an older version than their newest (a re-run with
+    changed inputs registered since) go back to pending, with a 'new version' audit row
+    (``rows``: :func:`worklist`'s, updated in place)."""
+    signed = {(r["patient"], r["specimen"]): r for r in rows if r["status"] != "pending"}
+    if not signed:
+        return
+    a = S.review_audit
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    with engine.connect() as conn:
+        q = (
+            select(a.c.patient, a.c.specimen, a.c.after)
+            .where(a.c.action.in_(SIGN_ACTIONS))
+            .where(a.c.patient.in_(sorted({p for p, _ in signed})))
+            .order_by(a.c.id)
+        )
+        for patient, specimen, after in conn.execute(q):
+            if (patient, specimen) in signed:
+                seen[(patient, specimen)] = json.loads(after or "{}")
+    for key, row in signed.items():
+        signed_at = seen.get(key, {}).get("version")
+        if signed_at is None or int(row["version"]) <= int(signed_at):
+            continue
+        patient, specimen = key
+        try:
+            with writing(engine) as conn:
+                old = status(None, patient, specimen, conn)
+                if old["status"] == "pending":
+                    continue
+                bumped = _bump(conn, patient, specimen, old["etag"], "system", "pending")
+                _audit(
+                    conn,
+                    "system",
+                    "new version",
+                    patient,
+                    specimen,
+                    f"version {row['version']} (run {row['run_uid']}) registered after version "
+                    f"{signed_at} was {old['status']}: pending again",
+                    {"status": old["status"], "etag": old["etag"], "version": int(signed_at)},
+                    {
+                        "status": "pending",
+                        "etag": bumped["new"]["etag"],
+                        "version": int(row["version"]),
+                        "run_uid": row["run_uid"],
+                    },
+                )
+        except Conflict:  # someone else moved it just now: their change stands
+            continue
+        row["status"], row["etag"] = "pending", bumped["new"]["etag"]
 
 
 # --- gate overrides --------------------------------------------------------------------------
@@ -280,53 +339,93 @@ def add_override(
 ) -> dict[str, Any]:
     """Store a reviewer's gate (replacing an earlier active one of the same population) with an
     audit row; ReviewError without a reason or for a released specimen, Conflict if stale."""
+    return add_overrides(
+        engine,
+        who,
+        etag,
+        patient=patient,
+        specimen=specimen,
+        tube=tube,
+        file=file,
+        changes=[{"population": population, "before": gate_before, "after": gate_after}],
+        counts_before=counts_before,
+        counts_after=counts_after,
+        reason=reason,
+    )
+
+
+def add_overrides(
+    engine: Any,
+    who: Mapping[str, str],
+    etag: int,
+    *,
+    patient: str,
+    specimen: str,
+    tube: str,
+    file: str,
+    changes: list[dict[str, Any]],
+    counts_before: Any,
+    counts_after: Any,
+    reason: str,
+) -> dict[str, Any]:
+    """Several gates of one tube changed together (``changes``: population, before, after; e.g.
+    the sibling quadrants of a moved centre): one etag step, an override and an audit row per
+    population, all in one transaction. Same refusals as :func:`add_override`."""
     if not (reason or "").strip():
         raise ReviewError("a gate change needs a reason")
+    if not changes:
+        raise ReviewError("no gate changed")
     o = S.gate_overrides
     with writing(engine) as conn:
         if status(None, patient, specimen, conn)["status"] == "released":
             raise ReviewError("released results are locked: un-release them first")
         bumped = _bump(conn, patient, specimen, etag, who["name"])
-        conn.execute(
-            update(o)
-            .where(
-                and_(
-                    o.c.patient == patient,
-                    o.c.specimen == specimen,
-                    o.c.tube == tube,
-                    o.c.population == population,
-                    o.c.active.is_(True),
+        for change in changes:
+            population, gate_before, gate_after = (
+                change["population"],
+                change["before"],
+                change["after"],
+            )
+            conn.execute(
+                update(o)
+                .where(
+                    and_(
+                        o.c.patient == patient,
+                        o.c.specimen == specimen,
+                        o.c.tube == tube,
+                        o.c.population == population,
+                        o.c.active.is_(True),
+                    )
+                )
+                .values(active=False)
+            )
+            conn.execute(
+                insert(o).values(
+                    patient=patient,
+                    specimen=specimen,
+                    tube=tube,
+                    file=file,
+                    population=population,
+                    gate_before=_json(gate_before),
+                    gate_after=_json(gate_after),
+                    counts_before=_json(counts_before),
+                    counts_after=_json(counts_after),
+                    reason=reason.strip(),
+                    created_by=who["name"],
+                    created_utc=_now(),
+                    active=True,
                 )
             )
-            .values(active=False)
-        )
-        conn.execute(
-            insert(o).values(
-                patient=patient,
-                specimen=specimen,
-                tube=tube,
-                file=file,
-                population=population,
-                gate_before=_json(gate_before),
-                gate_after=_json(gate_after),
-                counts_before=_json(counts_before),
-                counts_after=_json(counts_after),
-                reason=reason.strip(),
-                created_by=who["name"],
-                created_utc=_now(),
-                active=True,
+            _audit(
+                conn,
+                who["name"],
+                "gate override",
+                patient,
+                specimen,
+                f"{tube} / {population}: {reason.strip()}",
+                {"gate": gate_before, "counts": counts_before},
+                {"gate": gate_after, "counts": counts_after},
             )
-        )
-        _audit(
-            conn,
-            who["name"],
-            "gate override",
-            patient,
-            specimen,
-            f"{tube} / {population}: {reason.strip()}",
-            {"gate": gate_before, "counts": counts_before},
-            {"gate": gate_after, "counts": counts_after},
-        )
         return bumped["new"]
 
 
@@ -425,4 +524,5 @@ def worklist(engine: Any) -> list[dict[str, Any]]:
         r["qc_warn"] = sum(v for k, v in f.items() if k != "fail")
         r["reference_flags"] = refs.get(r["id"], 0)
         r["day"] = (r["draw_time"] or r["started_utc"]).date().isoformat()
+    _pending_again(engine, rows)
     return rows

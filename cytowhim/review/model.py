@@ -34,8 +34,9 @@ def gate_from_doc(strategy: Any, population: str, doc: dict) -> Any:
 
 
 def gate_doc(strategy: Any, gate: Any) -> dict | None:
-    """An editable gate (range, rectangle, polygon) in strategy-file syntax; None for others."""
-    from gating.gates import PolygonGate, RectangleGate
+    """An editable gate (range, rectangle, polygon, 2-D ellipse) in strategy-file syntax; None
+    for others."""
+    from gating.gates import EllipsoidGate, PolygonGate, RectangleGate
     from gating.yaml_dump import FROM_FILE, _dim_doc
 
     comps = set(strategy.compensations)
@@ -53,7 +54,67 @@ def gate_doc(strategy: Any, gate: Any) -> dict | None:
                 "vertices": [list(map(float, v)) for v in gate.vertices],
             }
         }
+    if isinstance(gate, EllipsoidGate) and len(dims) == 2:
+        return {
+            "ellipse": {
+                "dimensions": dims,
+                "mean": [float(v) for v in gate.mean],
+                "covariance": [[float(v) for v in row] for row in gate.covariance],
+                "distance_square": float(gate.distance_square),
+            }
+        }
     return None
+
+
+def _bound(v: Any) -> float | None:
+    return None if v is None or not math.isfinite(float(v)) else float(v)
+
+
+def quadrant_centre(doc: dict | None) -> list[float] | None:
+    """The corner of a quadrant (a 2-D rectangle open on one side of each axis): [x, y] of its
+    two thresholds; None for other gates."""
+    rect = (doc or {}).get("rectangle")
+    if not rect or len(rect["min"]) != 2:
+        return None
+    corner = []
+    for lo, hi in zip(rect["min"], rect["max"]):
+        lo, hi = _bound(lo), _bound(hi)
+        if (lo is None) == (hi is None):
+            return None
+        corner.append(lo if hi is None else hi)
+    return corner
+
+
+def move_quadrant_centre(state: TubeState, population: str, centre: list[float]) -> dict:
+    """population -> gate doc for ``population``'s quadrant and its sibling quadrants (same
+    parent and axes, same corner) with the corner moved to ``centre`` (both thresholds at once).
+    ValueError if ``population`` is not a quadrant."""
+    strategy, result = state.strategy, state.result
+    name = strategy.resolve_name(population)
+    pops = {p.name: p for p in strategy.populations}
+    mine = gate_doc(strategy, result.gates[name]) if name in result.gates else None
+    old = quadrant_centre(mine)
+    if old is None:
+        raise ValueError(f"{population!r} is not a quadrant (a rectangle open on two sides)")
+    new = [float(centre[0]), float(centre[1])]
+    out = {}
+    for p in strategy.populations:
+        if p.parent != pops[name].parent or p.name in result.failed or p.name not in result.gates:
+            continue
+        doc = gate_doc(strategy, result.gates[p.name])
+        if (
+            quadrant_centre(doc) is None
+            or doc["rectangle"]["dimensions"] != mine["rectangle"]["dimensions"]
+            or not np.allclose(quadrant_centre(doc), old, rtol=1e-9, atol=1e-12)
+        ):
+            continue
+        rect = doc["rectangle"]
+        for j in range(2):
+            for side in ("min", "max"):
+                if _bound(rect[side][j]) is not None:
+                    rect[side][j] = new[j]
+        out[p.name] = doc
+    return out
 
 
 @dataclass
@@ -79,6 +140,29 @@ class Specimen:
     table: pd.DataFrame | None = None
     flags: list = field(default_factory=list)
     errors: list = field(default_factory=list)
+    rules: Any = None  # (QCRules, ReportingRules) the run counted with
+    reference: Any = None  # the run's ReferenceIntervals
+
+
+def run_settings(out_dir: str) -> tuple[Any, Any]:
+    """((QCRules, ReportingRules), ReferenceIntervals) the run in ``out_dir`` counted with: the
+    ``--qc`` and ``--reference`` files its run.json names, else the defaults."""
+    import json
+    from pathlib import Path
+
+    from ..qc import QCRules, read_lab_rules
+    from ..reference import ReferenceIntervals
+    from ..reporting import ReportingRules
+
+    path = Path(out_dir) / "run.json"
+    doc = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    rules = read_lab_rules(doc["qc"]) if doc.get("qc") else (QCRules(), ReportingRules())
+    reference = (
+        ReferenceIntervals.load(doc["reference"])
+        if doc.get("reference")
+        else ReferenceIntervals.bundled()
+    )
+    return rules, reference
 
 
 class Model:
@@ -136,6 +220,7 @@ class Model:
         tubes, _problems = read_manifest(run.manifest)
         rows = tubes[(tubes["specimen"] == specimen) & (tubes["patient"] == patient)]
         spec = Specimen(patient, specimen, out_dir, rows, run.panels)
+        spec.rules, spec.reference = run_settings(out_dir)
         for rec in rows.to_dict("records"):
             tube, file = str(rec["tube"]), str(rec["file"])
             strategy = run.panels.strategy(tube)
@@ -165,9 +250,6 @@ class Model:
         )
 
     def _count(self, spec: Specimen, tubes: dict[str, TubeState] | None = None) -> tuple:
-        from ..qc import QCRules
-        from ..reference import ReferenceIntervals
-        from ..reporting import ReportingRules
         from ..specimen_counts import specimen_records
 
         tubes = tubes or spec.tubes
@@ -177,8 +259,8 @@ class Model:
             spec.rows,
             outcomes,
             spec.panels,
-            (QCRules(), ReportingRules()),
-            ReferenceIntervals.bundled(),
+            spec.rules,
+            spec.reference,
             errors,
             self._hashes,
         )
@@ -191,13 +273,19 @@ class Model:
     def regate(self, spec: Specimen, tube: str, population: str, doc: dict) -> dict:
         """The specimen's counts with ``population``'s gate in ``tube`` replaced by ``doc``
         (nothing stored): {'table', 'flags', 'seconds', 'gate'}."""
+        return self.regate_many(spec, tube, {population: doc})
+
+    def regate_many(self, spec: Specimen, tube: str, docs: dict[str, dict]) -> dict:
+        """:meth:`regate` with several gates of ``tube`` replaced at once (population -> doc)."""
         started = time.perf_counter()
         with self.lock:
             state = spec.tubes[tube]
             strategy = state.strategy
-            name = strategy.resolve_name(population)
-            new_gate = gate_from_doc(strategy, name, doc)
-            dirty = {name}
+            new_gates = {}
+            for population, doc in docs.items():
+                name = strategy.resolve_name(population)
+                new_gates[name] = gate_from_doc(strategy, name, doc)
+            dirty = set(new_gates)
             for p in strategy.populations:
                 if p.parent in dirty or any(r in dirty for r in p.gate.references()):
                     dirty.add(p.name)
@@ -206,7 +294,7 @@ class Model:
                 for p in strategy.populations
                 if p.name not in dirty and p.name not in state.result.failed
             }
-            quick = strategy.pin({**keep, name: (new_gate, "review")})
+            quick = strategy.pin({**keep, **{n: (g, "review") for n, g in new_gates.items()}})
             new_state = self._gate(tube, state.file, state.sample, quick, spec.panels)
             table, flags, errors = self._count(spec, {**spec.tubes, tube: new_state})
         return {
@@ -312,6 +400,7 @@ def plots(state: TubeState) -> list[dict[str, Any]]:
                 np.asarray(gate.mean), np.asarray(gate.covariance), math.sqrt(gate.distance_square)
             )
             entry["outline"] = pts.tolist()
+            entry["mean"] = [float(v) for v in gate.mean[:2]]
         extent = []
         for j in range(len(dims)):
             col = values[:, j] if values.size else np.array([0.0, 1.0])

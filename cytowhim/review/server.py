@@ -26,10 +26,11 @@ from flask import (
     session,
     url_for,
 )
+from werkzeug.exceptions import HTTPException
 
+from ..db import ResultsDB
 from ..db import review as R
-from ..db.connect import create
-from .model import Model, counts_of, plots, table_rows
+from .model import Model, counts_of, move_quadrant_centre, plots, table_rows
 
 
 def create_app(db_url: str | None = None, secret_key: str | None = None) -> Flask:
@@ -42,9 +43,10 @@ def create_app(db_url: str | None = None, secret_key: str | None = None) -> Flas
         SESSION_COOKIE_SAMESITE="Strict",
         MAX_CONTENT_LENGTH=1 << 20,
     )
-    engine = create(db_url)
+    db = ResultsDB(db_url)
+    engine = db.engine
     model = Model()
-    app.extensions["cytowhim"] = {"engine": engine, "model": model}
+    app.extensions["cytowhim"] = {"engine": engine, "model": model, "db": db}
 
     @app.before_request
     def _load_user() -> Any:
@@ -127,6 +129,23 @@ def create_app(db_url: str | None = None, secret_key: str | None = None) -> Flas
         pins = R.overrides(engine, patient, specimen)
         return entry, model.specimen(patient, specimen, entry["out_dir"], pins)
 
+    def _registered_failures(patient: str, specimen: str) -> list[str]:
+        """QC failures of the specimen's registered rows (newest version), with the control
+        failures of its draw day or run ('control out of range ...', until a director reviews
+        the control day): what the release check counts besides the re-gated flags."""
+        rows = db.populations([patient])
+        rows = rows[(rows["specimen"] == specimen) & (rows["qc_status"] == "fail")]
+        return list(dict.fromkeys(str(q) for q in rows["qc"].fillna("") if str(q)))
+
+    def _qc_failed_all(patient: str, specimen: str, flags: list) -> bool:
+        return _qc_failed(flags) or bool(_registered_failures(patient, specimen))
+
+    def _control_failures(patient: str, specimen: str) -> list[str]:
+        out = []
+        for text in _registered_failures(patient, specimen):
+            out += [p.strip() for p in text.split(";") if "control out of range" in p]
+        return list(dict.fromkeys(out))
+
     @app.get("/specimen/<patient>/<specimen>")
     def specimen_page(patient: str, specimen: str) -> Any:
         entry = _entry(patient, specimen)
@@ -135,6 +154,8 @@ def create_app(db_url: str | None = None, secret_key: str | None = None) -> Flas
     def _state(patient: str, specimen: str) -> dict[str, Any]:
         entry, spec = _specimen(patient, specimen)
         st = R.status(engine, patient, specimen)
+        registered = _registered_failures(patient, specimen)
+        controls = _control_failures(patient, specimen)
         tubes = []
         for name, ts in spec.tubes.items():
             tubes.append(
@@ -142,7 +163,7 @@ def create_app(db_url: str | None = None, secret_key: str | None = None) -> Flas
                     "tube": name,
                     "file": ts.file,
                     "events": int(ts.sample.n_events),
-                    "rows": table_rows(spec.table, name),
+                    "rows": _with_controls(table_rows(spec.table, name), controls),
                     "plots": plots(ts),
                     "notes": list(ts.result.notes),
                 }
@@ -157,7 +178,8 @@ def create_app(db_url: str | None = None, secret_key: str | None = None) -> Flas
             "status": st["status"],
             "etag": st["etag"],
             "changed_by": st["changed_by"],
-            "qc_failed": _qc_failed(spec.flags),
+            "qc_failed": _qc_failed(spec.flags) or bool(registered),
+            "control_failures": controls,
             "flags": spec.flags,
             "errors": spec.errors,
             "tubes": tubes,
@@ -180,23 +202,53 @@ def create_app(db_url: str | None = None, secret_key: str | None = None) -> Flas
             abort(400, "expected a JSON object")
         return body
 
+    def _changes(body: dict[str, Any], spec: Any) -> tuple[str, dict[str, dict]]:
+        """The tube and its changed gates (population -> doc) a request asks for: ``population``
+        and ``gate``; ``gates`` [{population, gate}, ...]; or ``population`` (a quadrant) and
+        ``centre`` [x, y]: it and its sibling quadrants with their corner moved there."""
+        tube = body.get("tube")
+        if tube not in spec.tubes:
+            abort(400, "give tube, population and gate")
+        state = spec.tubes[tube]
+        if isinstance(body.get("gates"), list):
+            docs = {}
+            for item in body["gates"]:
+                if not isinstance(item, dict) or not isinstance(item.get("gate"), dict):
+                    abort(400, "gates: a list of {population, gate}")
+                docs[state.strategy.resolve_name(str(item.get("population")))] = item["gate"]
+            if not docs:
+                abort(400, "gates: a list of {population, gate}")
+            return tube, docs
+        pop = str(body.get("population"))
+        centre = body.get("centre")
+        if centre is not None:
+            if not (isinstance(centre, list) and len(centre) == 2):
+                abort(400, "centre: [x, y]")
+            return tube, move_quadrant_centre(state, pop, [float(c) for c in centre])
+        doc = body.get("gate")
+        if not isinstance(doc, dict):
+            abort(400, "give tube, population and gate")
+        return tube, {state.strategy.resolve_name(pop): doc}
+
     @app.post("/api/specimen/<patient>/<specimen>/regate")
     def regate(patient: str, specimen: str) -> Any:
         body = _body()
         _entry_, spec = _specimen(patient, specimen)
-        tube, pop, doc = body.get("tube"), body.get("population"), body.get("gate")
-        if tube not in spec.tubes or not isinstance(doc, dict):
-            abort(400, "give tube, population and gate")
         try:
-            out = model.regate(spec, tube, str(pop), doc)
+            tube, docs = _changes(body, spec)
+            out = model.regate_many(spec, tube, docs)
+        except HTTPException:
+            raise
         except Exception as exc:  # a gate the loader refuses
             return jsonify({"error": str(exc)}), 400
+        controls = _control_failures(patient, specimen)
         return jsonify(
             {
-                "rows": table_rows(out["table"], tube),
+                "rows": _with_controls(table_rows(out["table"], tube), controls),
                 "flags": out["flags"],
-                "qc_failed": _qc_failed(out["flags"]),
+                "qc_failed": _qc_failed(out["flags"]) or bool(controls),
                 "seconds": out["seconds"],
+                "gates": docs,
             }
         )
 
@@ -204,21 +256,20 @@ def create_app(db_url: str | None = None, secret_key: str | None = None) -> Flas
     def save_override(patient: str, specimen: str) -> Any:
         body = _body()
         _entry_, spec = _specimen(patient, specimen)
-        tube, pop, doc = body.get("tube"), str(body.get("population")), body.get("gate")
-        if tube not in spec.tubes or not isinstance(doc, dict):
-            abort(400, "give tube, population and gate")
-        ts = spec.tubes[tube]
         from .model import gate_doc
 
         try:
-            name = ts.strategy.resolve_name(pop)
-            out = model.regate(spec, tube, name, doc)
+            tube, docs = _changes(body, spec)
+            out = model.regate_many(spec, tube, docs)
+        except HTTPException:
+            raise
         except Exception as exc:
             return jsonify({"error": str(exc)}), 400
+        ts = spec.tubes[tube]
         before = counts_of(spec.table, tube)
         after = counts_of(out["table"], tube)
         try:
-            new = R.add_override(
+            new = R.add_overrides(
                 engine,
                 g.user,
                 int(body.get("etag", -1)),
@@ -226,9 +277,16 @@ def create_app(db_url: str | None = None, secret_key: str | None = None) -> Flas
                 specimen=specimen,
                 tube=tube,
                 file=ts.file,
-                population=name,
-                gate_before=gate_doc(ts.strategy, ts.result.gates[name]),
-                gate_after=doc,
+                changes=[
+                    {
+                        "population": name,
+                        "before": gate_doc(ts.strategy, ts.result.gates[name])
+                        if name in ts.result.gates
+                        else None,
+                        "after": doc,
+                    }
+                    for name, doc in docs.items()
+                ],
                 counts_before=before,
                 counts_after=after,
                 reason=str(body.get("reason", "")),
@@ -243,7 +301,7 @@ def create_app(db_url: str | None = None, secret_key: str | None = None) -> Flas
     @app.post("/api/specimen/<patient>/<specimen>/status")
     def change_status(patient: str, specimen: str) -> Any:
         body = _body()
-        _entry_, spec = _specimen(patient, specimen)
+        entry, spec = _specimen(patient, specimen)
         try:
             new = R.set_status(
                 engine,
@@ -253,7 +311,9 @@ def create_app(db_url: str | None = None, secret_key: str | None = None) -> Flas
                 g.user,
                 int(body.get("etag", -1)),
                 str(body.get("reason", "")),
-                qc_failed=_qc_failed(spec.flags),
+                qc_failed=_qc_failed_all(patient, specimen, spec.flags),
+                version=int(entry["version"]),
+                run_uid=str(entry["run_uid"]),
             )
         except R.Forbidden as exc:
             return jsonify({"error": str(exc)}), 403
@@ -298,6 +358,17 @@ def create_app(db_url: str | None = None, secret_key: str | None = None) -> Flas
 
     app.jinja_env.filters["tojson_attr"] = lambda v: json.dumps(v)
     return app
+
+
+def _with_controls(rows: list[dict[str, Any]], controls: list[str]) -> list[dict[str, Any]]:
+    """The table rows, each failed and its QC text extended by the control failures."""
+    if not controls:
+        return rows
+    text = "; ".join(controls)
+    for r in rows:
+        r["qc_status"] = "fail"
+        r["qc"] = f"{r['qc']}; {text}" if r.get("qc") else text
+    return rows
 
 
 def _qc_failed(flags: list) -> bool:

@@ -1,5 +1,6 @@
 // cytowhim review: the specimen page. Gates drawn in SVG over binned parent events; range and
-// rectangle edges and polygon vertices can be dragged; the server re-gates and counts.
+// rectangle edges, a quadrant's centre (with its sibling quadrants), polygon vertices and an
+// ellipse's centre can be dragged; the server re-gates and counts.
 "use strict";
 (function () {
   const root = document.getElementById("specimen");
@@ -144,6 +145,15 @@
       }
       handle(0, "min"); handle(0, "max");
       if (twoD) { handle(1, "min"); handle(1, "max"); }
+      const corner = quadrantCentre(p);
+      if (corner) {  // a quadrant: its centre moves both thresholds of it and its siblings
+        const dot = el("circle", { r: 5, fill: "#c30", class: "handle centre" }, g);
+        const sideX = p.min[0] !== null ? "min" : "max", sideY = p.min[1] !== null ? "min" : "max";
+        handles.push({ place: () => { dot.setAttribute("cx", clampX(sx(p[sideX][0]))); dot.setAttribute("cy", clampY(sy(p[sideY][1]))); } });
+        if (edit) drag(dot, svg, (px, py) => {
+          p[sideX][0] = ix(clampX(px)); p[sideY][1] = iy(clampY(py)); place();
+        }, () => regate(tube, p, svg, box, { centre: [p[sideX][0], p[sideY][1]] }));
+      }
       place();
     } else if (p.kind === "polygon" && p.vertices) {
       const poly = el("polygon", { fill: "none", stroke: "#000", "stroke-width": 1.5 }, svg);
@@ -159,8 +169,16 @@
       });
       place();
     } else if (p.outline) {
-      el("polygon", { fill: "none", stroke: "#000", "stroke-width": 1.5,
-        points: p.outline.map((v) => sx(v[0]) + "," + sy(v[1])).join(" ") }, svg);
+      const shape = el("polygon", { fill: "none", stroke: "#000", "stroke-width": 1.5 }, svg);
+      const start = p.mean ? p.mean.slice() : null;
+      const dot = start && p.doc ? el("circle", { r: 5, fill: "#c30", class: "handle centre" }, svg) : null;
+      const place = () => {
+        const dx = start ? p.mean[0] - start[0] : 0, dy = start ? p.mean[1] - start[1] : 0;
+        shape.setAttribute("points", p.outline.map((v) => sx(v[0] + dx) + "," + sy(v[1] + dy)).join(" "));
+        if (dot) { dot.setAttribute("cx", sx(p.mean[0])); dot.setAttribute("cy", sy(p.mean[1])); }
+      };
+      if (dot && edit) drag(dot, svg, (px, py) => { p.mean = [ix(clampX(px)), iy(clampY(py))]; place(); }, changed);
+      place();
     } else if (p.inside && twoD) {
       let max = 1;
       p.inside.forEach((row) => row.forEach((c) => { if (c > max) max = c; }));
@@ -198,28 +216,47 @@
     });
   }
 
+  function quadrantCentre(p) {  // a 2-D rectangle open on one side of each axis
+    if (!p.min || p.min.length !== 2) return null;
+    for (let j = 0; j < 2; j++) if ((p.min[j] === null) === (p.max[j] === null)) return null;
+    return [p.min[0] !== null ? p.min[0] : p.max[0], p.min[1] !== null ? p.min[1] : p.max[1]];
+  }
+
   function docOf(p) {
     const doc = JSON.parse(JSON.stringify(p.doc));
+    if (doc.ellipse && p.mean) { doc.ellipse.mean = p.mean.slice(); return doc; }
     if (doc.range) { doc.range.min = p.min[0]; doc.range.max = p.max[0]; }
     else if (doc.rectangle) { doc.rectangle.min = p.min.slice(); doc.rectangle.max = p.max.slice(); }
     else if (doc.polygon) { doc.polygon.vertices = p.vertices.map((v) => v.slice()); }
     return doc;
   }
 
-  async function regate(tube, p, svg, box) {
+  async function regate(tube, p, svg, box, centre) {
     document.querySelectorAll(".plot.selected").forEach((b) => b.classList.remove("selected"));
     box.classList.add("selected");
-    const gate = docOf(p);
-    pending = { tube: tube.tube, population: p.population, gate };
+    pending = centre ? Object.assign({ tube: tube.tube, population: p.population }, centre)
+      : { tube: tube.tube, population: p.population, gate: docOf(p) };
     msg("re-gating " + tube.tube + " / " + p.population + " ...");
     const t0 = performance.now();
     const r = await post("/regate", pending);
     if (!r.ok) { msg(r.data.error || "re-gating failed", true); return; }
     fillTable(tube.tube, r.data.rows, true);
+    if (centre) redrawSiblings(tube, p, r.data.gates || {});
     document.getElementById("save").disabled = false;
     document.getElementById("cancel").disabled = false;
     msg("re-gated " + tube.tube + " in " + Math.round(r.data.seconds * 1000) + " ms on the server (" +
       Math.round(performance.now() - t0) + " ms round trip); give a reason and save, or discard");
+  }
+
+  function redrawSiblings(tube, moved, gates) {  // the other quadrants of a moved centre
+    tube.plots.forEach((q) => {
+      const doc = gates[q.population];
+      if (q === moved || !doc || !doc.rectangle) return;
+      q.min = doc.rectangle.min.slice(); q.max = doc.rectangle.max.slice();
+      const old = Array.from(document.querySelectorAll(".plot")).find((b) =>
+        b.dataset.population === q.population && b.closest("section") === document.querySelector('table.pops[data-tube="' + CSS.escape(tube.tube) + '"]').closest("section"));
+      if (old) old.replaceWith(drawPlot(tube, q));
+    });
   }
 
   function fillTable(tube, rows, mark) {
