@@ -63,10 +63,10 @@ def test_sign_out_rules_and_etags(db_url):
     R.set_status(engine, "P1", "S1", "release", DIRECTOR, 1, "control checked", qc_failed=True)
     gate = {"range": {"dimension": "CD3", "min": 0.5}}
     with pytest.raises(R.ReviewError, match="locked"):
-        R.add_override(
+        R.add_overrides(
             engine, TECH, 2, patient="P1", specimen="S1", tube="T", file="a.fcs",
-            population="T cells", gate_before=gate, gate_after=gate, counts_before={},
-            counts_after={}, reason="x",
+            changes=[{"population": "T cells", "before": gate, "after": gate}],
+            counts_before={}, counts_after={}, reason="x",
         )  # fmt: skip
     with pytest.raises(R.ReviewError, match="reason"):
         R.set_status(engine, "P1", "S1", "unrelease", DIRECTOR, 2)

@@ -321,39 +321,6 @@ def _pending_again(engine: Any, rows: list[dict[str, Any]]) -> None:
 # --- gate overrides --------------------------------------------------------------------------
 
 
-def add_override(
-    engine: Any,
-    who: Mapping[str, str],
-    etag: int,
-    *,
-    patient: str,
-    specimen: str,
-    tube: str,
-    file: str,
-    population: str,
-    gate_before: Any,
-    gate_after: Any,
-    counts_before: Any,
-    counts_after: Any,
-    reason: str,
-) -> dict[str, Any]:
-    """Store a reviewer's gate (replacing an earlier active one of the same population) with an
-    audit row; ReviewError without a reason or for a released specimen, Conflict if stale."""
-    return add_overrides(
-        engine,
-        who,
-        etag,
-        patient=patient,
-        specimen=specimen,
-        tube=tube,
-        file=file,
-        changes=[{"population": population, "before": gate_before, "after": gate_after}],
-        counts_before=counts_before,
-        counts_after=counts_after,
-        reason=reason,
-    )
-
-
 def add_overrides(
     engine: Any,
     who: Mapping[str, str],

@@ -230,17 +230,22 @@ def create_app(db_url: str | None = None, secret_key: str | None = None) -> Flas
             abort(400, "give tube, population and gate")
         return tube, {state.strategy.resolve_name(pop): doc}
 
+    def _regated(body: dict[str, Any], spec: Any) -> tuple[str, dict, dict]:
+        """(tube, gates, re-gated tube) for the change a request asks for; 400 for a gate the
+        loader refuses."""
+        try:
+            tube, docs = _changes(body, spec)
+            return tube, docs, model.regate_many(spec, tube, docs)
+        except HTTPException:
+            raise
+        except Exception as exc:  # a gate the loader refuses
+            abort(400, str(exc))
+
     @app.post("/api/specimen/<patient>/<specimen>/regate")
     def regate(patient: str, specimen: str) -> Any:
         body = _body()
         _entry_, spec = _specimen(patient, specimen)
-        try:
-            tube, docs = _changes(body, spec)
-            out = model.regate_many(spec, tube, docs)
-        except HTTPException:
-            raise
-        except Exception as exc:  # a gate the loader refuses
-            return jsonify({"error": str(exc)}), 400
+        tube, docs, out = _regated(body, spec)
         controls = _control_failures(patient, specimen)
         return jsonify(
             {
@@ -258,13 +263,7 @@ def create_app(db_url: str | None = None, secret_key: str | None = None) -> Flas
         _entry_, spec = _specimen(patient, specimen)
         from .model import gate_doc
 
-        try:
-            tube, docs = _changes(body, spec)
-            out = model.regate_many(spec, tube, docs)
-        except HTTPException:
-            raise
-        except Exception as exc:
-            return jsonify({"error": str(exc)}), 400
+        tube, docs, out = _regated(body, spec)
         ts = spec.tubes[tube]
         before = counts_of(spec.table, tube)
         after = counts_of(out["table"], tube)
